@@ -1,0 +1,1 @@
+//! Catalog, placement, routing and long polling: the API every adapter calls.

@@ -1,0 +1,1 @@
+//! The public gRPC service (ferry.v1) over the broker.

@@ -1,0 +1,1 @@
+//! Protobuf definitions of the public and internal gRPC APIs.

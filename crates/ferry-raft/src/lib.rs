@@ -1,0 +1,1 @@
+//! Multi-raft: openraft groups over one RocksDB and one gRPC transport.

@@ -1,0 +1,1 @@
+//! The ferry node: configuration, startup, shutdown and the ferry binary.
