@@ -37,16 +37,28 @@ pub struct HandleRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueCommand {
     /// Enqueue messages in order (SendMessage is a batch of one).
-    Send { messages: Vec<NewMessage> },
+    Send {
+        messages: Vec<NewMessage>,
+    },
     /// Take up to `max` visible messages in (visible-at, seq) order and hide them for
     /// `visibility_timeout_s`.
-    Receive { max: u32, visibility_timeout_s: u32 },
-    Delete { handles: Vec<HandleRef> },
-    ChangeVisibility { changes: Vec<VisibilityChange> },
+    Receive {
+        max: u32,
+        visibility_timeout_s: u32,
+    },
+    Delete {
+        handles: Vec<HandleRef>,
+    },
+    ChangeVisibility {
+        changes: Vec<VisibilityChange>,
+    },
     /// Remove every message, in flight or not.
     Purge,
     /// Remove up to `max` messages sent at least `retention_s` seconds ago.
-    ExpireRetention { retention_s: u32, max: u32 },
+    ExpireRetention {
+        retention_s: u32,
+        max: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

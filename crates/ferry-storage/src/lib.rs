@@ -1,1 +1,24 @@
-//! RocksDB storage: Raft logs and queue state of every group on a node.
+//! RocksDB storage for every Raft group on a node: the Raft logs, votes and membership, and the state
+//! machines' data, in one database with one write-ahead log.
+//!
+//! Layout: three column families by kind of data (see `keys`), every key prefixed with the big-endian
+//! group id, so one database holds thousands of groups without a memtable per group.
+//!
+//! Durability: a log append is written at once (readable) and acknowledged to openraft only after one
+//! shared sync thread has fsynced the WAL ([`NodeDb`]'s group commit), so many concurrent appends of
+//! many groups share one fsync. State-machine writes are not synced on their own: they are re-derived
+//! from the synced log after a crash, and the single WAL keeps them in order with the log.
+//!
+//! Rule: the only crate that depends on `rocksdb`.
+
+mod db;
+mod group_state;
+mod keys;
+mod log_store;
+mod snapshot;
+
+pub use db::{NodeDb, StorageError};
+pub use group_state::GroupState;
+pub use keys::meta;
+pub use log_store::LogStore;
+pub use snapshot::{SnapshotFile, SnapshotReader, SnapshotWriter, SNAPSHOT_CHUNK_BYTES};

@@ -14,24 +14,22 @@ pub fn md5_of_message_attributes(attributes: &MessageAttributes) -> Option<Strin
     if attributes.is_empty() {
         return None;
     }
-    let mut hasher = Md5::new();
-    let mut put = |bytes: &[u8]| {
+    fn put(hasher: &mut Md5, bytes: &[u8]) {
         hasher.update((bytes.len() as u32).to_be_bytes());
         hasher.update(bytes);
-    };
+    }
+    let mut hasher = Md5::new();
     for (name, value) in attributes {
-        put(name.as_bytes());
-        put(value.data_type.as_bytes());
+        put(&mut hasher, name.as_bytes());
+        put(&mut hasher, value.data_type.as_bytes());
         match &value.value {
             AttributeData::String(text) => {
                 hasher.update([1u8]);
-                hasher.update((text.len() as u32).to_be_bytes());
-                hasher.update(text.as_bytes());
+                put(&mut hasher, text.as_bytes());
             }
             AttributeData::Binary(bytes) => {
                 hasher.update([2u8]);
-                hasher.update((bytes.len() as u32).to_be_bytes());
-                hasher.update(bytes);
+                put(&mut hasher, bytes);
             }
         }
     }
@@ -44,7 +42,10 @@ mod tests {
     use crate::AttributeValue;
 
     fn string(data_type: &str, value: &str) -> AttributeValue {
-        AttributeValue { data_type: data_type.into(), value: AttributeData::String(value.into()) }
+        AttributeValue {
+            data_type: data_type.into(),
+            value: AttributeData::String(value.into()),
+        }
     }
 
     // Vectors from SQS-REFERENCE.md §1.5.
@@ -53,14 +54,20 @@ mod tests {
         let mut all = MessageAttributes::new();
         all.insert("attribName1".into(), string("String", "attribValue 1"));
         let one = all.clone();
-        assert_eq!(md5_of_message_attributes(&one).unwrap(), "19e27d4e946b072f3f58da80d94fd778");
+        assert_eq!(
+            md5_of_message_attributes(&one).unwrap(),
+            "19e27d4e946b072f3f58da80d94fd778"
+        );
 
         let mut number = MessageAttributes::new();
         number.insert(
             "customNumberTypeAttrib".into(),
             string("Number.float", "4563442423554324324264524243.32543234"),
         );
-        assert_eq!(md5_of_message_attributes(&number).unwrap(), "9fe1b90bbd9965bdf77bac517c7d2495");
+        assert_eq!(
+            md5_of_message_attributes(&number).unwrap(),
+            "9fe1b90bbd9965bdf77bac517c7d2495"
+        );
 
         let mut binary = MessageAttributes::new();
         binary.insert(
@@ -70,11 +77,17 @@ mod tests {
                 value: AttributeData::Binary(bytes::Bytes::from_static(b"Hello binary world!")),
             },
         );
-        assert_eq!(md5_of_message_attributes(&binary).unwrap(), "31a92b15d92f8db860eda32aceb656c3");
+        assert_eq!(
+            md5_of_message_attributes(&binary).unwrap(),
+            "31a92b15d92f8db860eda32aceb656c3"
+        );
 
         all.extend(number);
         all.extend(binary);
-        assert_eq!(md5_of_message_attributes(&all).unwrap(), "c932db14a896c663f83c260297d594ff");
+        assert_eq!(
+            md5_of_message_attributes(&all).unwrap(),
+            "c932db14a896c663f83c260297d594ff"
+        );
         assert_eq!(md5_of_message_attributes(&MessageAttributes::new()), None);
     }
 

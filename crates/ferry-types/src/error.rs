@@ -93,7 +93,10 @@ impl ErrorCode {
 
     /// True when the client caused the error (SQS's `Sender` fault).
     pub fn is_sender_fault(self) -> bool {
-        !matches!(self, Self::Unavailable | Self::OutcomeUnknown | Self::Internal)
+        !matches!(
+            self,
+            Self::Unavailable | Self::OutcomeUnknown | Self::Internal
+        )
     }
 }
 
@@ -113,7 +116,10 @@ pub struct FerryError {
 
 impl FerryError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -129,7 +135,10 @@ impl FerryError {
     }
 
     pub fn queue_does_not_exist() -> Self {
-        Self::new(ErrorCode::QueueDoesNotExist, "The specified queue does not exist.")
+        Self::new(
+            ErrorCode::QueueDoesNotExist,
+            "The specified queue does not exist.",
+        )
     }
 }
 

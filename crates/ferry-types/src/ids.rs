@@ -4,7 +4,9 @@ use std::fmt;
 pub type NodeId = u64;
 
 /// A Raft group: the catalog, or one queue partition. Keys of every group are prefixed with its id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct GroupId(pub u64);
 
 /// The catalog group: queues, their attributes, and partition placement.

@@ -4,7 +4,9 @@ use crate::{ErrorCode, FerryError};
 
 /// A validated queue name: 1–80 characters of `[A-Za-z0-9_-]`, plus a `.fifo` suffix (counted in the
 /// 80) for FIFO queues. Case-sensitive, as in SQS.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct QueueName(String);
 
 pub const MAX_QUEUE_NAME_LEN: usize = 80;
@@ -14,7 +16,9 @@ impl QueueName {
         let stem = name.strip_suffix(".fifo").unwrap_or(name);
         let valid = !stem.is_empty()
             && name.len() <= MAX_QUEUE_NAME_LEN
-            && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && stem
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid {
             return Err(FerryError::new(
                 ErrorCode::InvalidParameterValue,

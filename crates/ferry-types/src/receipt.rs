@@ -34,7 +34,9 @@ pub struct ReceiptHandle {
 
 impl ReceiptHandle {
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
-        Self { secret: secret.into() }
+        Self {
+            secret: secret.into(),
+        }
     }
 
     pub fn encode(&self, key: &ReceiptKey) -> String {
@@ -53,17 +55,30 @@ impl ReceiptHandle {
         let invalid = || {
             FerryError::new(
                 ErrorCode::ReceiptHandleIsInvalid,
-                format!("The input receipt handle \"{}\" is not a valid receipt handle.", shorten(handle)),
+                format!(
+                    "The input receipt handle \"{}\" is not a valid receipt handle.",
+                    shorten(handle)
+                ),
             )
         };
-        let raw = URL_SAFE_NO_PAD.decode(handle.as_bytes()).map_err(|_| invalid())?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(handle.as_bytes())
+            .map_err(|_| invalid())?;
         if raw.len() != BODY_LEN + MAC_LEN || raw[0] != VERSION {
             return Err(invalid());
         }
         let (body, mac) = raw.split_at(BODY_LEN);
-        self.hasher(body).verify_truncated_left(mac).map_err(|_| invalid())?;
-        let word = |i: usize| u64::from_be_bytes(body[1 + 8 * i..9 + 8 * i].try_into().expect("8 bytes"));
-        Ok(ReceiptKey { queue_id: word(0), group: GroupId(word(1)), seq: word(2), token: word(3) })
+        self.hasher(body)
+            .verify_truncated_left(mac)
+            .map_err(|_| invalid())?;
+        let word =
+            |i: usize| u64::from_be_bytes(body[1 + 8 * i..9 + 8 * i].try_into().expect("8 bytes"));
+        Ok(ReceiptKey {
+            queue_id: word(0),
+            group: GroupId(word(1)),
+            seq: word(2),
+            token: word(3),
+        })
     }
 
     fn mac(&self, body: &[u8]) -> Vec<u8> {
@@ -71,7 +86,8 @@ impl ReceiptHandle {
     }
 
     fn hasher(&self, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
         mac.update(body);
         mac
     }
@@ -89,16 +105,25 @@ mod tests {
     #[test]
     fn handles_round_trip_and_reject_tampering() {
         let codec = ReceiptHandle::new(b"secret".to_vec());
-        let key = ReceiptKey { queue_id: 7, group: GroupId(42), seq: 9, token: 1234 };
+        let key = ReceiptKey {
+            queue_id: 7,
+            group: GroupId(42),
+            seq: 9,
+            token: 1234,
+        };
         let handle = codec.encode(&key);
         assert_eq!(codec.decode(&handle).unwrap(), key);
 
         let mut tampered = handle.clone().into_bytes();
         tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
-        let err = codec.decode(std::str::from_utf8(&tampered).unwrap()).unwrap_err();
+        let err = codec
+            .decode(std::str::from_utf8(&tampered).unwrap())
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::ReceiptHandleIsInvalid);
 
-        assert!(ReceiptHandle::new(b"other".to_vec()).decode(&handle).is_err());
+        assert!(ReceiptHandle::new(b"other".to_vec())
+            .decode(&handle)
+            .is_err());
         assert!(codec.decode("not a handle").is_err());
         assert!(codec.decode("").is_err());
     }

@@ -1,0 +1,317 @@
+//! The catalog state machine, replicated by the catalog Raft group: which queues exist, their
+//! attributes and tags, and which nodes hold the replicas of each of their partitions.
+//!
+//! Like `ferry-queue`, it is deterministic: placement and ids are decided in `apply` from the command
+//! and the stored state only, so every replica agrees. Attribute values are stored as SQS strings and
+//! validated by the broker before they are proposed.
+//!
+//! Rule: no IO; state lives behind `ferry_queue::StateStore`.
+
+use std::collections::BTreeMap;
+
+use ferry_queue::{StateStore, StoreError};
+use ferry_types::{ErrorCode, FerryError, GroupId, NodeId};
+use serde::{Deserialize, Serialize};
+
+const META_KEY: &[u8] = &[0x00];
+const QUEUE_PREFIX: u8 = 0x01;
+const DELETED_PREFIX: u8 = 0x02;
+
+/// SQS refuses to re-create a queue name for 60 s after its deletion.
+pub const RECREATE_AFTER_DELETE_MS: u64 = 60_000;
+/// SQS allows one purge per queue per 60 s.
+pub const PURGE_INTERVAL_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct CatalogMeta {
+    next_queue_id: u64,
+    next_group_id: u64,
+}
+
+/// A partition of a queue: its Raft group and the nodes holding its replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub group: GroupId,
+    pub replicas: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub id: u64,
+    pub name: String,
+    pub fifo: bool,
+    /// Settable SQS attributes, as given (defaults are filled in by the broker when read).
+    pub attributes: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub created_at_ms: u64,
+    pub modified_at_ms: u64,
+    pub last_purge_at_ms: Option<u64>,
+    pub partitions: Vec<Partition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogCommand {
+    CreateQueue {
+        name: String,
+        fifo: bool,
+        attributes: BTreeMap<String, String>,
+        tags: BTreeMap<String, String>,
+        partitions: u32,
+        replication_factor: u32,
+        /// The cluster's nodes, to place replicas on.
+        nodes: Vec<NodeId>,
+    },
+    DeleteQueue {
+        name: String,
+    },
+    SetAttributes {
+        name: String,
+        attributes: BTreeMap<String, String>,
+    },
+    TagQueue {
+        name: String,
+        tags: BTreeMap<String, String>,
+    },
+    UntagQueue {
+        name: String,
+        keys: Vec<String>,
+    },
+    /// Records a purge; refused within [`PURGE_INTERVAL_MS`] of the previous one.
+    StartPurge {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogResult {
+    /// The queue after the command (for DeleteQueue: as it was before).
+    Queue(QueueRecord),
+    Failed(FerryError),
+}
+
+/// Applies one catalog command at the leader-stamped time `now_ms`.
+pub fn apply(
+    store: &mut dyn StateStore,
+    now_ms: u64,
+    command: &CatalogCommand,
+) -> Result<CatalogResult, StoreError> {
+    let outcome = match command {
+        CatalogCommand::CreateQueue {
+            name,
+            fifo,
+            attributes,
+            tags,
+            partitions,
+            replication_factor,
+            nodes,
+        } => create_queue(
+            store,
+            now_ms,
+            name,
+            *fifo,
+            attributes,
+            tags,
+            *partitions,
+            *replication_factor,
+            nodes,
+        )?,
+        CatalogCommand::DeleteQueue { name } => delete_queue(store, now_ms, name)?,
+        CatalogCommand::SetAttributes { name, attributes } => update(store, name, |queue| {
+            queue.attributes.extend(attributes.clone());
+            queue.modified_at_ms = now_ms;
+            Ok(())
+        })?,
+        CatalogCommand::TagQueue { name, tags } => update(store, name, |queue| {
+            queue.tags.extend(tags.clone());
+            Ok(())
+        })?,
+        CatalogCommand::UntagQueue { name, keys } => update(store, name, |queue| {
+            for key in keys {
+                queue.tags.remove(key);
+            }
+            Ok(())
+        })?,
+        CatalogCommand::StartPurge { name } => update(store, name, |queue| {
+            if let Some(last) = queue.last_purge_at_ms {
+                if now_ms < last.saturating_add(PURGE_INTERVAL_MS) {
+                    return Err(FerryError::new(
+                        ErrorCode::PurgeQueueInProgress,
+                        format!(
+                            "Only one PurgeQueue operation on {} is allowed every 60 seconds.",
+                            queue.name
+                        ),
+                    ));
+                }
+            }
+            queue.last_purge_at_ms = Some(now_ms);
+            Ok(())
+        })?,
+    };
+    Ok(match outcome {
+        Ok(queue) => CatalogResult::Queue(queue),
+        Err(error) => CatalogResult::Failed(error),
+    })
+}
+
+/// Every queue, by name.
+pub fn load(store: &dyn StateStore) -> Result<BTreeMap<String, QueueRecord>, StoreError> {
+    let mut queues = BTreeMap::new();
+    let mut failure = None;
+    store.scan(
+        &[QUEUE_PREFIX],
+        &[QUEUE_PREFIX + 1],
+        &mut |_, value| match decode::<QueueRecord>(value) {
+            Ok(queue) => {
+                queues.insert(queue.name.clone(), queue);
+                true
+            }
+            Err(err) => {
+                failure = Some(err);
+                false
+            }
+        },
+    )?;
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(queues),
+    }
+}
+
+type Outcome = Result<Result<QueueRecord, FerryError>, StoreError>;
+
+#[allow(clippy::too_many_arguments)]
+fn create_queue(
+    store: &mut dyn StateStore,
+    now_ms: u64,
+    name: &str,
+    fifo: bool,
+    attributes: &BTreeMap<String, String>,
+    tags: &BTreeMap<String, String>,
+    partitions: u32,
+    replication_factor: u32,
+    nodes: &[NodeId],
+) -> Outcome {
+    if let Some(existing) = get_queue(store, name)? {
+        // CreateQueue is idempotent when the attributes match, an error when they differ.
+        if existing.attributes == *attributes && existing.fifo == fifo {
+            return Ok(Ok(existing));
+        }
+        let differing = attributes
+            .iter()
+            .find(|(key, value)| existing.attributes.get(*key) != Some(value))
+            .map(|(key, _)| key.as_str())
+            .or_else(|| {
+                existing
+                    .attributes
+                    .keys()
+                    .find(|key| !attributes.contains_key(*key))
+                    .map(String::as_str)
+            })
+            .unwrap_or("FifoQueue");
+        return Ok(Err(FerryError::new(
+            ErrorCode::QueueNameExists,
+            format!("A queue already exists with the same name and a different value for attribute {differing}"),
+        )));
+    }
+    if let Some(deleted_at) = get(store, &key(DELETED_PREFIX, name))?
+        .map(|v| decode::<u64>(&v))
+        .transpose()?
+    {
+        if now_ms < deleted_at.saturating_add(RECREATE_AFTER_DELETE_MS) {
+            return Ok(Err(FerryError::new(
+                ErrorCode::QueueDeletedRecently,
+                "You must wait 60 seconds after deleting a queue before you can create another with the same name.",
+            )));
+        }
+    }
+    if nodes.is_empty() || partitions == 0 || replication_factor == 0 {
+        return Ok(Err(FerryError::internal(
+            "placement needs nodes, partitions and a replication factor",
+        )));
+    }
+    let mut meta = get(store, META_KEY)?
+        .map(|v| decode::<CatalogMeta>(&v))
+        .transpose()?
+        .unwrap_or_default();
+    let mut sorted_nodes = nodes.to_vec();
+    sorted_nodes.sort_unstable();
+    sorted_nodes.dedup();
+    let replicas_per_partition = (replication_factor as usize).min(sorted_nodes.len());
+    let partitions = (0..partitions)
+        .map(|_| {
+            meta.next_group_id += 1;
+            let group = GroupId(meta.next_group_id);
+            // Spread replicas, and with them the initial leaders, round-robin over the nodes.
+            let offset = (group.0 as usize) % sorted_nodes.len();
+            let replicas = (0..replicas_per_partition)
+                .map(|i| sorted_nodes[(offset + i) % sorted_nodes.len()])
+                .collect();
+            Partition { group, replicas }
+        })
+        .collect();
+    meta.next_queue_id += 1;
+    let queue = QueueRecord {
+        id: meta.next_queue_id,
+        name: name.to_owned(),
+        fifo,
+        attributes: attributes.clone(),
+        tags: tags.clone(),
+        created_at_ms: now_ms,
+        modified_at_ms: now_ms,
+        last_purge_at_ms: None,
+        partitions,
+    };
+    store.put(META_KEY.to_vec(), encode(&meta)?);
+    store.put(key(QUEUE_PREFIX, name), encode(&queue)?);
+    store.delete(key(DELETED_PREFIX, name));
+    Ok(Ok(queue))
+}
+
+fn delete_queue(store: &mut dyn StateStore, now_ms: u64, name: &str) -> Outcome {
+    let Some(queue) = get_queue(store, name)? else {
+        return Ok(Err(FerryError::queue_does_not_exist()));
+    };
+    store.delete(key(QUEUE_PREFIX, name));
+    store.put(key(DELETED_PREFIX, name), encode(&now_ms)?);
+    Ok(Ok(queue))
+}
+
+fn update(
+    store: &mut dyn StateStore,
+    name: &str,
+    change: impl FnOnce(&mut QueueRecord) -> Result<(), FerryError>,
+) -> Outcome {
+    let Some(mut queue) = get_queue(store, name)? else {
+        return Ok(Err(FerryError::queue_does_not_exist()));
+    };
+    if let Err(error) = change(&mut queue) {
+        return Ok(Err(error));
+    }
+    store.put(key(QUEUE_PREFIX, name), encode(&queue)?);
+    Ok(Ok(queue))
+}
+
+fn get_queue(store: &dyn StateStore, name: &str) -> Result<Option<QueueRecord>, StoreError> {
+    get(store, &key(QUEUE_PREFIX, name))?
+        .map(|v| decode(&v))
+        .transpose()
+}
+
+fn get(store: &dyn StateStore, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    store.get(key)
+}
+
+fn key(prefix: u8, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(prefix);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(value).map_err(|e| StoreError(format!("encode catalog record: {e}")))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError(format!("corrupt catalog record: {e}")))
+}

@@ -1,0 +1,246 @@
+//! Property test: the RocksDB-shaped state machine against a plain in-memory model of SQS semantics.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use ferry_queue::*;
+use proptest::prelude::*;
+
+/// A store with the same contract as the RocksDB one: reads see earlier commands only; a command's
+/// writes land together when it is committed.
+#[derive(Default)]
+struct MemStore {
+    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    pending: Vec<Write>,
+}
+
+enum Write {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    DeleteRange(Vec<u8>, Vec<u8>),
+}
+
+impl MemStore {
+    fn commit(&mut self) {
+        for write in std::mem::take(&mut self.pending) {
+            match write {
+                Write::Put(k, v) => {
+                    self.data.insert(k, v);
+                }
+                Write::Delete(k) => {
+                    self.data.remove(&k);
+                }
+                Write::DeleteRange(start, end) => self.data.retain(|k, _| k < &start || k >= &end),
+            }
+        }
+    }
+}
+
+impl StateStore for MemStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.data.get(key).cloned())
+    }
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        for (k, v) in self.data.range(start.to_vec()..end.to_vec()) {
+            if !visit(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.pending.push(Write::Put(key, value));
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        self.pending.push(Write::Delete(key));
+    }
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        self.pending.push(Write::DeleteRange(start, end));
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ModelMessage {
+    seq: u64,
+    sent_at: u64,
+    visible_at: u64,
+    receive_count: u32,
+    token: u64,
+    last_receive: u64,
+}
+
+#[derive(Default)]
+struct Model {
+    next_seq: u64,
+    messages: BTreeMap<u64, ModelMessage>,
+}
+
+impl Model {
+    fn receive(&mut self, now: u64, index: u64, max: u32, vt: u32) -> Vec<(u64, u32)> {
+        let mut due: Vec<_> = self
+            .messages
+            .values()
+            .filter(|m| m.visible_at <= now)
+            .map(|m| (m.visible_at, m.seq))
+            .collect();
+        due.sort();
+        due.truncate(max as usize);
+        due.into_iter()
+            .map(|(_, seq)| {
+                let m = self.messages.get_mut(&seq).unwrap();
+                m.receive_count += 1;
+                m.token = index;
+                m.last_receive = now;
+                m.visible_at = now + u64::from(vt) * 1000;
+                (seq, m.receive_count)
+            })
+            .collect()
+    }
+
+    fn counts(&self, now: u64) -> ApproximateCounts {
+        let mut counts = ApproximateCounts::default();
+        for m in self.messages.values() {
+            if m.visible_at <= now {
+                counts.visible += 1;
+            } else if m.receive_count > 0 {
+                counts.in_flight += 1;
+            } else {
+                counts.delayed += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Advance(u64),
+    Send { count: usize, delay_s: u32 },
+    Receive { max: u32, vt: u32 },
+    Delete { pick: usize, stale: bool },
+    ChangeVisibility { pick: usize, vt: u32 },
+    Purge,
+    Expire { retention_s: u32 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u64..5_000).prop_map(Op::Advance),
+        4 => (1usize..4, prop_oneof![Just(0u32), 1u32..4]).prop_map(|(count, delay_s)| Op::Send { count, delay_s }),
+        4 => (1u32..4, 0u32..4).prop_map(|(max, vt)| Op::Receive { max, vt }),
+        3 => (any::<usize>(), prop::bool::weighted(0.2)).prop_map(|(pick, stale)| Op::Delete { pick, stale }),
+        2 => (any::<usize>(), prop_oneof![0u32..4, Just(43_200u32), Just(50_000u32)]).prop_map(|(pick, vt)| Op::ChangeVisibility { pick, vt }),
+        1 => Just(Op::Purge),
+        1 => (1u32..20).prop_map(|retention_s| Op::Expire { retention_s }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn machine_matches_model(ops in prop::collection::vec(op(), 1..80)) {
+        let mut store = MemStore::default();
+        let mut model = Model { next_seq: 1, ..Model::default() };
+        let mut now = 1_000_000u64;
+        let mut index = 0u64;
+        // Every handle ever issued, so deletes and changes also use old ones.
+        let mut handles: Vec<HandleRef> = Vec::new();
+
+        for op in ops {
+            index += 1;
+            let ctx = ApplyContext { now_ms: now, log_index: index };
+            let command = match &op {
+                Op::Advance(ms) => { now += ms; continue; }
+                Op::Send { count, delay_s } => QueueCommand::Send {
+                    messages: (0..*count).map(|i| NewMessage {
+                        message_id: format!("m{index}-{i}"),
+                        body: Bytes::from(format!("body {index} {i}")),
+                        attributes: Default::default(),
+                        trace_header: None,
+                        sender_id: "tester".into(),
+                        delay_seconds: *delay_s,
+                    }).collect(),
+                },
+                Op::Receive { max, vt } => QueueCommand::Receive { max: *max, visibility_timeout_s: *vt },
+                Op::Delete { pick, stale } => {
+                    if handles.is_empty() { continue; }
+                    let mut handle = handles[pick % handles.len()];
+                    if *stale { handle.token += 1_000_000; }
+                    QueueCommand::Delete { handles: vec![handle, handle] }
+                }
+                Op::ChangeVisibility { pick, vt } => {
+                    if handles.is_empty() { continue; }
+                    let handle = handles[pick % handles.len()];
+                    QueueCommand::ChangeVisibility { changes: vec![VisibilityChange { handle, visibility_timeout_s: *vt }] }
+                }
+                Op::Purge => QueueCommand::Purge,
+                Op::Expire { retention_s } => QueueCommand::ExpireRetention { retention_s: *retention_s, max: 2 },
+            };
+            let result = apply(&mut store, ctx, command).unwrap();
+            store.commit();
+
+            match (&op, result) {
+                (Op::Send { count, delay_s }, QueueResult::Sent(sent)) => {
+                    prop_assert_eq!(sent.len(), *count);
+                    for s in sent {
+                        prop_assert_eq!(s.seq, model.next_seq);
+                        model.next_seq += 1;
+                        model.messages.insert(s.seq, ModelMessage {
+                            seq: s.seq, sent_at: now, visible_at: now + u64::from(*delay_s) * 1000,
+                            receive_count: 0, token: 0, last_receive: 0,
+                        });
+                    }
+                }
+                (Op::Receive { max, vt }, QueueResult::Received(got)) => {
+                    let expected = model.receive(now, index, *max, *vt);
+                    let got: Vec<_> = got.iter().map(|r| (r.seq, r.message.receive_count)).collect();
+                    prop_assert_eq!(&got, &expected);
+                    handles.extend(got.iter().map(|(seq, _)| HandleRef { seq: *seq, token: index }));
+                }
+                (Op::Delete { pick, stale }, QueueResult::Deleted(outcomes)) => {
+                    let mut handle = handles[pick % handles.len()];
+                    if *stale { handle.token += 1_000_000; }
+                    let first = match model.messages.get(&handle.seq) {
+                        None => DeleteOutcome::NotFound,
+                        Some(m) if m.token != handle.token => DeleteOutcome::StaleHandle,
+                        Some(_) => { model.messages.remove(&handle.seq); DeleteOutcome::Deleted }
+                    };
+                    let second = if first == DeleteOutcome::Deleted { DeleteOutcome::NotFound } else { first };
+                    prop_assert_eq!(outcomes, vec![first, second]);
+                }
+                (Op::ChangeVisibility { pick, vt }, QueueResult::VisibilityChanged(outcomes)) => {
+                    let handle = handles[pick % handles.len()];
+                    let expected = match model.messages.get_mut(&handle.seq) {
+                        None => Err(VisibilityError::MessageNotFound),
+                        Some(m) if m.token != handle.token || m.visible_at <= now => Err(VisibilityError::NotInflight),
+                        Some(m) if now + u64::from(*vt) * 1000 > m.last_receive + MAX_VISIBILITY_TOTAL_MS => Err(VisibilityError::BeyondMaximum),
+                        Some(m) => { m.visible_at = now + u64::from(*vt) * 1000; Ok(()) }
+                    };
+                    prop_assert_eq!(outcomes, vec![expected]);
+                }
+                (Op::Purge, QueueResult::Purged { removed }) => {
+                    prop_assert_eq!(removed, model.messages.len() as u64);
+                    model.messages.clear();
+                }
+                (Op::Expire { retention_s }, QueueResult::Expired { removed }) => {
+                    let cutoff = now.saturating_sub(u64::from(*retention_s) * 1000);
+                    let expired: Vec<u64> = model.messages.values()
+                        .take_while(|m| m.sent_at <= cutoff).take(2).map(|m| m.seq).collect();
+                    prop_assert_eq!(removed, expired.len() as u64);
+                    for seq in expired { model.messages.remove(&seq); }
+                }
+                (op, result) => prop_assert!(false, "{op:?} gave {result:?}"),
+            }
+
+            prop_assert_eq!(approximate_counts(&store, now).unwrap(), model.counts(now));
+            prop_assert_eq!(has_visible_message(&store, now).unwrap(), model.counts(now).visible > 0);
+            let next = model.messages.values().map(|m| m.visible_at).filter(|at| *at > now).min();
+            prop_assert_eq!(next_visibility_change(&store, now).unwrap(), next);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! One group's state-machine key space, as `ferry_queue::StateStore` sees it.
+
+use std::sync::Arc;
+
+use ferry_queue::{StateStore, StoreError};
+use ferry_types::GroupId;
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+
+use crate::db::{NodeDb, StorageError};
+use crate::keys::{self, meta, CF_LOG, CF_RAFT, CF_SM};
+
+/// Reads see the committed state of the group; writes are buffered until [`GroupState::commit`],
+/// which stores them atomically with the group's applied state.
+pub struct GroupState {
+    db: Arc<NodeDb>,
+    group: GroupId,
+    batch: WriteBatch,
+}
+
+impl GroupState {
+    pub fn new(db: Arc<NodeDb>, group: GroupId) -> Self {
+        Self {
+            db,
+            group,
+            batch: WriteBatch::default(),
+        }
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Writes the buffered changes and the applied state (opaque bytes of the Raft layer) in one
+    /// batch. Not synced: the synced log is the durable record and is replayed after a crash.
+    pub fn commit(&mut self, applied: &[u8]) -> Result<(), StorageError> {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.put_cf(
+            self.db.cf(CF_RAFT),
+            keys::meta_key(self.group, meta::APPLIED),
+            applied,
+        );
+        let mut options = WriteOptions::default();
+        options.set_sync(false);
+        self.db.db().write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// Drops buffered changes (the command that made them failed).
+    pub fn discard(&mut self) {
+        self.batch.clear();
+    }
+
+    /// The applied state last committed, as given to [`GroupState::commit`].
+    pub fn applied(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db.group_meta(self.group, meta::APPLIED)
+    }
+
+    /// Removes every key of the group: its log, Raft metadata and state. Used when a queue is
+    /// deleted or a replica leaves this node.
+    pub fn destroy(db: &NodeDb, group: GroupId) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for cf in [CF_LOG, CF_RAFT, CF_SM] {
+            batch.delete_range_cf(db.cf(cf), keys::group_start(group), keys::group_end(group));
+        }
+        db.db().write(batch)?;
+        Ok(())
+    }
+}
+
+impl NodeDb {
+    pub fn group_meta(&self, group: GroupId, kind: u8) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .db()
+            .get_cf(self.cf(CF_RAFT), keys::meta_key(group, kind))?)
+    }
+
+    pub fn put_group_meta(
+        &self,
+        group: GroupId,
+        kind: u8,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        Ok(self
+            .db()
+            .put_cf(self.cf(CF_RAFT), keys::meta_key(group, kind), value)?)
+    }
+
+    /// Every group with any Raft metadata on this node (the groups to restart after a reboot).
+    pub fn groups_on_disk(&self) -> Result<Vec<GroupId>, StorageError> {
+        let mut groups = Vec::new();
+        let mut from = Vec::new();
+        loop {
+            let mut iter = self.db().iterator_cf(
+                self.cf(CF_RAFT),
+                IteratorMode::From(&from, Direction::Forward),
+            );
+            let Some(item) = iter.next() else { break };
+            let (key, _) = item?;
+            let Some(prefix) = key.get(..8) else { break };
+            let group = GroupId(u64::from_be_bytes(prefix.try_into().expect("8 bytes")));
+            groups.push(group);
+            from = keys::group_end(group);
+            if from.len() > 8 {
+                break;
+            }
+        }
+        Ok(groups)
+    }
+}
+
+fn store_error(err: rocksdb::Error) -> StoreError {
+    StoreError(err.into_string())
+}
+
+impl StateStore for GroupState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .db()
+            .get_cf(self.db.cf(CF_SM), keys::sm_key(self.group, key))
+            .map_err(store_error)
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::sm_key(self.group, end));
+        let from = keys::sm_key(self.group, start);
+        let iter = self.db.db().iterator_cf_opt(
+            self.db.cf(CF_SM),
+            options,
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(store_error)?;
+            if !visit(&key[8..], &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch
+            .put_cf(self.db.cf(CF_SM), keys::sm_key(self.group, &key), value);
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.batch
+            .delete_cf(self.db.cf(CF_SM), keys::sm_key(self.group, &key));
+    }
+
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        self.batch.delete_range_cf(
+            self.db.cf(CF_SM),
+            keys::sm_key(self.group, &start),
+            keys::sm_key(self.group, &end),
+        );
+    }
+}

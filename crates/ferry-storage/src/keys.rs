@@ -1,0 +1,60 @@
+//! Key encoding. All integers are big-endian so that byte order is numeric order.
+//!
+//! | column family | key                                 | value                       |
+//! |---------------|-------------------------------------|-----------------------------|
+//! | `log`         | group (8) ++ log index (8)          | postcard Raft entry         |
+//! | `raft`        | group (8) ++ kind (1)               | vote, committed, purged, applied state, snapshot meta |
+//! | `sm`          | group (8) ++ state-machine key      | state machine data          |
+
+use ferry_types::GroupId;
+
+pub const CF_LOG: &str = "log";
+pub const CF_RAFT: &str = "raft";
+pub const CF_SM: &str = "sm";
+
+/// Kinds of per-group Raft metadata in `CF_RAFT`.
+pub mod meta {
+    pub const VOTE: u8 = b'v';
+    pub const COMMITTED: u8 = b'c';
+    pub const PURGED: u8 = b'p';
+    /// Last applied log id and membership, written atomically with the state-machine changes.
+    pub const APPLIED: u8 = b'a';
+    /// Meta of the group's current snapshot file.
+    pub const SNAPSHOT: u8 = b's';
+    /// Present while a received snapshot is being installed: restart re-installs it.
+    pub const INSTALLING: u8 = b'i';
+}
+
+pub fn log_key(group: GroupId, index: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&group.0.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub fn meta_key(group: GroupId, kind: u8) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[..8].copy_from_slice(&group.0.to_be_bytes());
+    key[8] = kind;
+    key
+}
+
+pub fn sm_key(group: GroupId, key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(8 + key.len());
+    full.extend_from_slice(&group.0.to_be_bytes());
+    full.extend_from_slice(key);
+    full
+}
+
+/// The first key of the group's range in any column family.
+pub fn group_start(group: GroupId) -> Vec<u8> {
+    group.0.to_be_bytes().to_vec()
+}
+
+/// The first key after the group's range.
+pub fn group_end(group: GroupId) -> Vec<u8> {
+    match group.0.checked_add(1) {
+        Some(next) => next.to_be_bytes().to_vec(),
+        None => vec![0xff; 9],
+    }
+}

@@ -1,0 +1,240 @@
+//! The openraft log store of one group: entries, vote, committed and purged log ids in RocksDB.
+
+use std::fmt::Debug;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use ferry_types::GroupId;
+use openraft::alias::{EntryOf, LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader, RaftTypeConfig};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::db::{NodeDb, StorageError};
+use crate::keys::{self, meta, CF_LOG, CF_RAFT};
+
+/// The log of one group. Cheap to clone: every clone reads and writes the same group's keys.
+pub struct LogStore<C> {
+    db: Arc<NodeDb>,
+    group: GroupId,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            group: self.group,
+            _config: PhantomData,
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> LogStore<C> {
+    pub fn new(db: Arc<NodeDb>, group: GroupId) -> Self {
+        Self {
+            db,
+            group,
+            _config: PhantomData,
+        }
+    }
+
+    fn get_meta<T: DeserializeOwned>(
+        &self,
+        kind: u8,
+        what: &'static str,
+    ) -> Result<Option<T>, StorageError> {
+        let Some(bytes) = self
+            .db
+            .db()
+            .get_cf(self.db.cf(CF_RAFT), keys::meta_key(self.group, kind))?
+        else {
+            return Ok(None);
+        };
+        postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|source| StorageError::Decode { what, source })
+    }
+
+    fn put_meta<T: Serialize>(
+        &self,
+        kind: u8,
+        what: &'static str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let bytes =
+            postcard::to_allocvec(value).map_err(|source| StorageError::Encode { what, source })?;
+        self.db
+            .db()
+            .put_cf(self.db.cf(CF_RAFT), keys::meta_key(self.group, kind), bytes)?;
+        Ok(())
+    }
+
+    fn read_range(
+        &self,
+        start: u64,
+        end_inclusive: Option<u64>,
+    ) -> Result<Vec<EntryOf<C>>, StorageError> {
+        let mut options = ReadOptions::default();
+        let upper = match end_inclusive.and_then(|end| end.checked_add(1)) {
+            Some(end) => keys::log_key(self.group, end).to_vec(),
+            None => keys::group_end(self.group),
+        };
+        options.set_iterate_upper_bound(upper);
+        let from = keys::log_key(self.group, start);
+        let iter = self.db.db().iterator_cf_opt(
+            self.db.cf(CF_LOG),
+            options,
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        let mut entries = Vec::new();
+        for item in iter {
+            let (_, value) = item?;
+            let entry: EntryOf<C> =
+                postcard::from_bytes(&value).map_err(|source| StorageError::Decode {
+                    what: "log entry",
+                    source,
+                })?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn last_entry(&self) -> Result<Option<EntryOf<C>>, StorageError> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(keys::group_start(self.group));
+        options.set_iterate_upper_bound(keys::group_end(self.group));
+        let mut iter = self
+            .db
+            .db()
+            .iterator_cf_opt(self.db.cf(CF_LOG), options, IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, value) = item?;
+                postcard::from_bytes(&value)
+                    .map(Some)
+                    .map_err(|source| StorageError::Decode {
+                        what: "log entry",
+                        source,
+                    })
+            }
+        }
+    }
+
+    fn delete_from(&self, start: u64, end_exclusive: Option<u64>) -> Result<(), StorageError> {
+        let from = keys::log_key(self.group, start);
+        let to = match end_exclusive {
+            Some(end) => keys::log_key(self.group, end).to_vec(),
+            None => keys::group_end(self.group),
+        };
+        self.db
+            .db()
+            .delete_range_cf(self.db.cf(CF_LOG), from.to_vec(), to)?;
+        Ok(())
+    }
+}
+
+impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<EntryOf<C>>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(&x) => x,
+            Bound::Excluded(&x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end_inclusive = match range.end_bound() {
+            Bound::Included(&x) => Some(x),
+            Bound::Excluded(&0) => return Ok(Vec::new()),
+            Bound::Excluded(&x) => Some(x - 1),
+            Bound::Unbounded => None,
+        };
+        Ok(self.read_range(start, end_inclusive)?)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        Ok(self.get_meta(meta::VOTE, "vote")?)
+    }
+}
+
+impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        let last_purged_log_id: Option<LogIdOf<C>> =
+            self.get_meta(meta::PURGED, "purged log id")?;
+        let last_log_id = match self.last_entry()? {
+            Some(entry) => Some(entry.log_id()),
+            None => last_purged_log_id.clone(),
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        self.put_meta(meta::VOTE, "vote", vote)?;
+        // A vote must be durable before it is granted or used.
+        self.db.sync().await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        // Not synced: it only lets a restart apply committed entries sooner; losing it is safe.
+        Ok(self.put_meta(meta::COMMITTED, "committed log id", &committed)?)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+        Ok(self
+            .get_meta::<Option<LogIdOf<C>>>(meta::COMMITTED, "committed log id")?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = EntryOf<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = self.db.cf(CF_LOG);
+        let mut batch = WriteBatch::default();
+        let mut bytes = 0usize;
+        for entry in entries {
+            let value = postcard::to_allocvec(&entry).map_err(|source| StorageError::Encode {
+                what: "log entry",
+                source,
+            })?;
+            bytes += value.len();
+            batch.put_cf(cf, keys::log_key(self.group, entry.index()), value);
+        }
+        metrics::counter!("ferry_storage_log_appended_bytes_total").increment(bytes as u64);
+        // Written now so that the entries are readable when this returns; acknowledged once the
+        // shared sync thread has the WAL on disk.
+        self.db.db().write(batch).map_err(StorageError::from)?;
+        self.db
+            .after_sync(Box::new(move |result| callback.io_completed(result)));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let start = last_log_id.map_or(0, |id| id.index() + 1);
+        Ok(self.delete_from(start, None)?)
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        // Record the purge point first: entries at or below it are ignored even if a crash leaves
+        // some of them behind.
+        self.put_meta(meta::PURGED, "purged log id", &log_id)?;
+        Ok(self.delete_from(0, Some(log_id.index() + 1))?)
+    }
+}
