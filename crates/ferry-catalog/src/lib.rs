@@ -153,8 +153,18 @@ pub fn apply(
     })
 }
 
-/// Every queue, by name.
-pub fn load(store: &dyn StateStore) -> Result<BTreeMap<String, QueueRecord>, StoreError> {
+/// The catalog as one replica has applied it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogView {
+    /// Every queue, by name.
+    pub queues: BTreeMap<String, QueueRecord>,
+    /// The highest group id ever assigned: a local group at or below it that no queue lists belongs
+    /// to a deleted queue.
+    pub last_group_id: u64,
+}
+
+/// Reads the whole catalog.
+pub fn load(store: &dyn StateStore) -> Result<CatalogView, StoreError> {
     let mut queues = BTreeMap::new();
     let mut failure = None;
     store.scan(
@@ -171,10 +181,17 @@ pub fn load(store: &dyn StateStore) -> Result<BTreeMap<String, QueueRecord>, Sto
             }
         },
     )?;
-    match failure {
-        Some(err) => Err(err),
-        None => Ok(queues),
+    if let Some(err) = failure {
+        return Err(err);
     }
+    let meta = get(store, META_KEY)?
+        .map(|v| decode::<CatalogMeta>(&v))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(CatalogView {
+        queues,
+        last_group_id: meta.next_group_id,
+    })
 }
 
 type Outcome = Result<Result<QueueRecord, FerryError>, StoreError>;

@@ -1,1 +1,20 @@
-//! Multi-raft: openraft groups over one RocksDB and one gRPC transport.
+//! Multi-raft for Ferry: every queue partition and the catalog is an openraft group; all groups of a
+//! node share one RocksDB (`ferry-storage`) and one gRPC transport (the internal service of
+//! `proto/ferry/internal`), with the group id in every RPC.
+//!
+//! The log carries [`Command`]s stamped with the leader's clock; the state machine applies them with
+//! `ferry-queue` or `ferry-catalog` and never reads a clock of its own.
+//!
+//! Rule: knows Raft, storage and transport; knows nothing of SQS or of the public API.
+
+mod multi;
+mod network;
+mod service;
+mod state_machine;
+mod types;
+
+pub use multi::{GroupHandle, MultiRaft};
+pub use network::{ForwardError, RaftRouter, MAX_INTERNAL_MESSAGE_BYTES};
+pub use service::{ForwardHandler, InternalService};
+pub use state_machine::{Catalog, GroupSignals, GroupStateMachine};
+pub use types::{Command, CommandBody, CommandResult, Raft, TypeConfig};

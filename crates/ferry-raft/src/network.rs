@@ -11,9 +11,13 @@ use ferry_proto::internal::internal_client::InternalClient;
 use ferry_proto::internal::{ForwardRequest, RaftKind, RaftRequest, SnapshotChunk};
 use ferry_storage::{SnapshotFile, SnapshotReader};
 use ferry_types::{GroupId, NodeId};
-use openraft::error::{NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::error::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
 use openraft::network::RPCOption;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, RaftNetworkFactory};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::de::DeserializeOwned;
@@ -74,15 +78,29 @@ impl RaftRouter {
         let client = InternalClient::new(channel)
             .max_decoding_message_size(MAX_INTERNAL_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES);
-        peers.insert(node, Peer { addr: addr.to_owned(), client });
+        peers.insert(
+            node,
+            Peer {
+                addr: addr.to_owned(),
+                client,
+            },
+        );
     }
 
     pub fn address(&self, node: NodeId) -> Option<String> {
-        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&node).map(|peer| peer.addr.clone())
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)
+            .map(|peer| peer.addr.clone())
     }
 
     fn client(&self, node: NodeId) -> Option<InternalClient<Channel>> {
-        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&node).map(|peer| peer.client.clone())
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)
+            .map(|peer| peer.client.clone())
     }
 
     /// Sends a request for `group` to `node`, which executes it if it leads the group.
@@ -94,7 +112,10 @@ impl RaftRouter {
         timeout: Duration,
     ) -> Result<Bytes, ForwardError> {
         let mut client = self.client(node).ok_or(ForwardError::UnknownNode(node))?;
-        let call = client.forward(ForwardRequest { group: group.0, payload });
+        let call = client.forward(ForwardRequest {
+            group: group.0,
+            payload,
+        });
         match tokio::time::timeout(timeout, call).await {
             Err(_) => Err(ForwardError::Timeout { node, timeout }),
             Ok(Err(status)) => Err(ForwardError::Transport { node, status }),
@@ -114,11 +135,15 @@ impl RaftRouter {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let mut client = self
-            .client(target)
-            .ok_or_else(|| RPCError::Unreachable(Unreachable::from_string(format!("node {target} unknown"))))?;
+        let mut client = self.client(target).ok_or_else(|| {
+            RPCError::Unreachable(Unreachable::from_string(format!("node {target} unknown")))
+        })?;
         let payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let call = client.raft(RaftRequest { group: group.0, kind: kind as i32, payload: payload.into() });
+        let call = client.raft(RaftRequest {
+            group: group.0,
+            kind: kind as i32,
+            payload: payload.into(),
+        });
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
             Err(_) => {
                 return Err(RPCError::Unreachable(Unreachable::from_string(format!(
@@ -131,7 +156,10 @@ impl RaftRouter {
         };
         let result: Result<Resp, RaftError<TypeConfig>> =
             decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+        // The only remote Raft error is Fatal: that replica has stopped, which is as good as down.
+        result.map_err(|e| {
+            RPCError::Unreachable(Unreachable::from_string(format!("node {target}: {e}")))
+        })
     }
 }
 
@@ -156,7 +184,8 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.raft_call(target, group, RaftKind::Append, &rpc, &option).await
+        self.raft_call(target, group, RaftKind::Append, &rpc, &option)
+            .await
     }
 
     async fn vote(
@@ -166,7 +195,8 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.raft_call(target, group, RaftKind::Vote, &rpc, &option).await
+        self.raft_call(target, group, RaftKind::Vote, &rpc, &option)
+            .await
     }
 
     async fn pre_vote(
@@ -176,7 +206,8 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.raft_call(target, group, RaftKind::PreVote, &rpc, &option).await
+        self.raft_call(target, group, RaftKind::PreVote, &rpc, &option)
+            .await
     }
 
     async fn full_snapshot(
@@ -188,19 +219,32 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let unreachable = |message: String| StreamingError::Unreachable(Unreachable::from_string(message));
-        let mut client = self.client(target).ok_or_else(|| unreachable(format!("node {target} unknown")))?;
-        let header = encode(&(vote, snapshot.meta.clone())).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let mut reader = SnapshotReader::open(&snapshot.snapshot).map_err(|e| unreachable(e.to_string()))?;
+        let unreachable =
+            |message: String| StreamingError::Unreachable(Unreachable::from_string(message));
+        let mut client = self
+            .client(target)
+            .ok_or_else(|| unreachable(format!("node {target} unknown")))?;
+        let header = encode(&(vote, snapshot.meta.clone()))
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let mut reader =
+            SnapshotReader::open(&snapshot.snapshot).map_err(|e| unreachable(e.to_string()))?;
 
         // Read the file on a blocking thread, a few chunks ahead of the network.
         let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel(SNAPSHOT_READ_AHEAD);
-        let first = SnapshotChunk { group: group.0, header: header.into(), data: Bytes::new() };
+        let first = SnapshotChunk {
+            group: group.0,
+            header: header.into(),
+            data: Bytes::new(),
+        };
         let _ = chunks_tx.try_send(first);
         tokio::task::spawn_blocking(move || loop {
             match reader.next_chunk() {
                 Ok(Some(data)) => {
-                    let chunk = SnapshotChunk { group: group.0, header: Bytes::new(), data: data.into() };
+                    let chunk = SnapshotChunk {
+                        group: group.0,
+                        header: Bytes::new(),
+                        data: data.into(),
+                    };
                     if chunks_tx.blocking_send(chunk).is_err() {
                         return;
                     }

@@ -1,27 +1,28 @@
 //! The openraft state machine of one group: decodes entries, applies them to the queue or catalog
 //! state machine over RocksDB, and builds and installs snapshot files.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferry_catalog::QueueRecord;
+use ferry_catalog::CatalogView;
 use ferry_queue::ApplyContext;
 use ferry_storage::{GroupState, NodeDb, SnapshotFile};
 use ferry_types::GroupId;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership as RaftStoredMembership};
+use openraft::{
+    EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership as RaftStoredMembership,
+};
 use tokio::sync::{watch, Notify};
 
 use crate::types::{
-    decode, encode, AppliedState, Command, CommandBody, CommandResult, LogId, Snapshot, SnapshotMeta,
-    SnapshotRecord, StoredMembership, TypeConfig,
+    decode, encode, AppliedState, Command, CommandBody, CommandResult, LogId, Snapshot,
+    SnapshotMeta, SnapshotRecord, StoredMembership, TypeConfig,
 };
 
-/// Every queue, by name, as of the last applied catalog entry.
-pub type Catalog = Arc<BTreeMap<String, QueueRecord>>;
+/// The catalog as of the last applied catalog entry.
+pub type Catalog = Arc<CatalogView>;
 
 /// What a group's replica tells the rest of the node after applying entries.
 #[derive(Default)]
@@ -51,12 +52,18 @@ impl GroupStateMachine {
     ) -> io::Result<Self> {
         SnapshotFile::resume_install(&db, group)?;
         let state = GroupState::new(db.clone(), group);
-        let applied = match state.applied()? {
-            Some(bytes) => decode(&bytes)?,
-            None => AppliedState::default(),
+        let applied = decode_applied(&state.applied()?.unwrap_or_default())?;
+        signals
+            .last_time_ms
+            .store(applied.last_time_ms, Ordering::Release);
+        let machine = Self {
+            db,
+            group,
+            state,
+            applied,
+            signals,
+            catalog,
         };
-        signals.last_time_ms.store(applied.last_time_ms, Ordering::Release);
-        let machine = Self { db, group, state, applied, signals, catalog };
         machine.publish_catalog()?;
         Ok(machine)
     }
@@ -66,8 +73,11 @@ impl GroupStateMachine {
         self.applied.last_time_ms = now_ms;
         let result = match (command.body, self.group.is_catalog()) {
             (CommandBody::Queue(command), false) => {
-                let context = ApplyContext { now_ms, log_index: log_id.index };
-                ferry_queue::apply(&mut self.state, context, &command).map(CommandResult::Queue)
+                let context = ApplyContext {
+                    now_ms,
+                    log_index: log_id.index,
+                };
+                ferry_queue::apply(&mut self.state, context, command).map(CommandResult::Queue)
             }
             (CommandBody::Catalog(command), true) => {
                 ferry_catalog::apply(&mut self.state, now_ms, &command).map(CommandResult::Catalog)
@@ -82,28 +92,38 @@ impl GroupStateMachine {
 
     fn publish_catalog(&self) -> io::Result<()> {
         if let Some(catalog) = &self.catalog {
-            let queues = ferry_catalog::load(&self.state).map_err(io::Error::other)?;
-            catalog.send_replace(Arc::new(queues));
+            let view = ferry_catalog::load(&self.state).map_err(io::Error::other)?;
+            catalog.send_replace(Arc::new(view));
         }
         Ok(())
     }
 
     fn current_snapshot_record(&self) -> io::Result<Option<SnapshotRecord>> {
-        match self.db.group_meta(self.group, ferry_storage::meta::SNAPSHOT)? {
+        match self
+            .db
+            .group_meta(self.group, ferry_storage::meta::SNAPSHOT)?
+        {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
     /// Makes `record` the group's current snapshot and removes the file it replaces.
-    fn set_current_snapshot(db: &NodeDb, group: GroupId, record: &SnapshotRecord) -> io::Result<()> {
+    fn set_current_snapshot(
+        db: &NodeDb,
+        group: GroupId,
+        record: &SnapshotRecord,
+    ) -> io::Result<()> {
         let previous = match db.group_meta(group, ferry_storage::meta::SNAPSHOT)? {
             Some(bytes) => Some(decode::<SnapshotRecord>(&bytes)?),
             None => None,
         };
         db.put_group_meta(group, ferry_storage::meta::SNAPSHOT, &encode(record)?)?;
         if let Some(previous) = previous.filter(|previous| previous.path != record.path) {
-            SnapshotFile { path: previous.path.into() }.remove();
+            SnapshotFile {
+                path: previous.path.into(),
+            }
+            .remove();
         }
         Ok(())
     }
@@ -127,7 +147,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::None,
                 EntryPayload::Membership(membership) => {
-                    self.applied.membership = RaftStoredMembership::new(Some(entry.log_id), membership);
+                    self.applied.membership =
+                        RaftStoredMembership::new(Some(entry.log_id), membership);
                     CommandResult::None
                 }
                 EntryPayload::Normal(command) => {
@@ -140,7 +161,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 responder.send(result);
             }
         }
-        self.signals.last_time_ms.store(self.applied.last_time_ms, Ordering::Release);
+        self.signals
+            .last_time_ms
+            .store(self.applied.last_time_ms, Ordering::Release);
         if catalog_changed {
             self.publish_catalog()?;
         }
@@ -149,24 +172,36 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        GroupSnapshotBuilder { db: self.db.clone(), group: self.group }
+        GroupSnapshotBuilder {
+            db: self.db.clone(),
+            group: self.group,
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
         let db = self.db.clone();
         let group = self.group;
         let file = snapshot.clone();
         let applied_bytes = tokio::task::spawn_blocking(move || file.install(&db, group))
             .await
             .map_err(io::Error::other)??;
-        self.applied = decode(&applied_bytes)?;
+        self.applied = decode_applied(&applied_bytes)?;
         // The snapshot's meta is authoritative for where the state machine now is.
         self.applied.last_log_id = meta.last_log_id;
         self.applied.membership = meta.last_membership.clone();
         self.state.commit(&encode(&self.applied)?)?;
-        let record = SnapshotRecord { meta: meta.clone(), path: snapshot.path.to_string_lossy().into_owned() };
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            path: snapshot.path.to_string_lossy().into_owned(),
+        };
         Self::set_current_snapshot(&self.db, self.group, &record)?;
-        self.signals.last_time_ms.store(self.applied.last_time_ms, Ordering::Release);
+        self.signals
+            .last_time_ms
+            .store(self.applied.last_time_ms, Ordering::Release);
         self.publish_catalog()?;
         self.signals.applied.notify_waiters();
         Ok(())
@@ -175,7 +210,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         Ok(self.current_snapshot_record()?.map(|record| Snapshot {
             meta: record.meta,
-            snapshot: SnapshotFile { path: record.path.into() },
+            snapshot: SnapshotFile {
+                path: record.path.into(),
+            },
         }))
     }
 }
@@ -193,12 +230,32 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
         let db = self.db.clone();
         let group = self.group;
         let (file, applied_bytes) =
-            tokio::task::spawn_blocking(move || SnapshotFile::build(&db, group)).await.map_err(io::Error::other)??;
-        let applied: AppliedState = decode(&applied_bytes)?;
-        let meta = SnapshotMeta { last_log_id: applied.last_log_id, last_membership: applied.membership };
-        let record = SnapshotRecord { meta: meta.clone(), path: file.path.to_string_lossy().into_owned() };
+            tokio::task::spawn_blocking(move || SnapshotFile::build(&db, group))
+                .await
+                .map_err(io::Error::other)??;
+        let applied = decode_applied(&applied_bytes)?;
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_log_id,
+            last_membership: applied.membership,
+        };
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            path: file.path.to_string_lossy().into_owned(),
+        };
         GroupStateMachine::set_current_snapshot(&self.db, self.group, &record)?;
         tracing::debug!(group = %self.group, last_log_id = ?meta.last_log_id, "built snapshot");
-        Ok(Snapshot { meta, snapshot: file })
+        Ok(Snapshot {
+            meta,
+            snapshot: file,
+        })
+    }
+}
+
+/// A group that has applied nothing has no stored applied state (and its snapshot carries none).
+fn decode_applied(bytes: &[u8]) -> io::Result<AppliedState> {
+    if bytes.is_empty() {
+        Ok(AppliedState::default())
+    } else {
+        decode(bytes)
     }
 }

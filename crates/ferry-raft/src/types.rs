@@ -31,6 +31,30 @@ pub struct Command {
     pub body: CommandBody,
 }
 
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Logged by openraft per entry: name the command, never dump message bodies.
+        let name = match &self.body {
+            CommandBody::Queue(QueueCommand::Send { messages }) => {
+                return write!(f, "send({})", messages.len())
+            }
+            CommandBody::Queue(QueueCommand::Receive { max, .. }) => {
+                return write!(f, "receive({max})")
+            }
+            CommandBody::Queue(QueueCommand::Delete { handles }) => {
+                return write!(f, "delete({})", handles.len())
+            }
+            CommandBody::Queue(QueueCommand::ChangeVisibility { changes }) => {
+                return write!(f, "change_visibility({})", changes.len())
+            }
+            CommandBody::Queue(QueueCommand::Purge) => "purge",
+            CommandBody::Queue(QueueCommand::ExpireRetention { .. }) => "expire_retention",
+            CommandBody::Catalog(_) => "catalog",
+        };
+        f.write_str(name)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandBody {
     Queue(QueueCommand),
@@ -64,10 +88,10 @@ pub struct SnapshotRecord {
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, std::io::Error> {
-    postcard::to_allocvec(value).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    postcard::to_allocvec(value)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, std::io::Error> {
     postcard::from_bytes(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
-

@@ -1,6 +1,6 @@
 //! One group's state-machine key space, as `ferry_queue::StateStore` sees it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ferry_queue::{StateStore, StoreError};
 use ferry_types::GroupId;
@@ -14,7 +14,8 @@ use crate::keys::{self, meta, CF_LOG, CF_RAFT, CF_SM};
 pub struct GroupState {
     db: Arc<NodeDb>,
     group: GroupId,
-    batch: WriteBatch,
+    /// In a mutex only so the state machine is `Sync`; `&mut self` access never contends.
+    batch: Mutex<WriteBatch>,
 }
 
 impl GroupState {
@@ -22,7 +23,7 @@ impl GroupState {
         Self {
             db,
             group,
-            batch: WriteBatch::default(),
+            batch: Mutex::new(WriteBatch::default()),
         }
     }
 
@@ -33,7 +34,7 @@ impl GroupState {
     /// Writes the buffered changes and the applied state (opaque bytes of the Raft layer) in one
     /// batch. Not synced: the synced log is the durable record and is replayed after a crash.
     pub fn commit(&mut self, applied: &[u8]) -> Result<(), StorageError> {
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(self.batch.get_mut().unwrap_or_else(|e| e.into_inner()));
         batch.put_cf(
             self.db.cf(CF_RAFT),
             keys::meta_key(self.group, meta::APPLIED),
@@ -47,7 +48,10 @@ impl GroupState {
 
     /// Drops buffered changes (the command that made them failed).
     pub fn discard(&mut self) {
-        self.batch.clear();
+        self.batch
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The applied state last committed, as given to [`GroupState::commit`].
@@ -144,20 +148,30 @@ impl StateStore for GroupState {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        let cf = self.db.cf(CF_SM);
         self.batch
-            .put_cf(self.db.cf(CF_SM), keys::sm_key(self.group, &key), value);
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .put_cf(cf, keys::sm_key(self.group, &key), value);
     }
 
     fn delete(&mut self, key: Vec<u8>) {
+        let cf = self.db.cf(CF_SM);
         self.batch
-            .delete_cf(self.db.cf(CF_SM), keys::sm_key(self.group, &key));
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .delete_cf(cf, keys::sm_key(self.group, &key));
     }
 
     fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
-        self.batch.delete_range_cf(
-            self.db.cf(CF_SM),
+        let cf = self.db.cf(CF_SM);
+        let (start, end) = (
             keys::sm_key(self.group, &start),
             keys::sm_key(self.group, &end),
         );
+        self.batch
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .delete_range_cf(cf, start, end);
     }
 }

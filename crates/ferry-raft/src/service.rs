@@ -1,0 +1,142 @@
+//! The server side of the node-to-node transport: Raft RPCs into the local group, snapshots into a
+//! file, forwarded requests into the broker.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_proto::internal::internal_server::Internal;
+use ferry_proto::internal::{
+    ForwardReply, ForwardRequest, RaftKind, RaftReply, RaftRequest, SnapshotChunk,
+};
+use ferry_storage::SnapshotWriter;
+use ferry_types::GroupId;
+use futures::future::BoxFuture;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::multi::{GroupHandle, MultiRaft};
+use crate::types::{decode, encode, Snapshot, SnapshotMeta, TypeConfig, Vote};
+
+/// Executes requests another node forwarded to this one as a group's leader. Implemented by the
+/// broker; payloads are its own encoding.
+pub trait ForwardHandler: Send + Sync + 'static {
+    fn handle(&self, group: GroupId, payload: Bytes) -> BoxFuture<'static, Result<Bytes, Status>>;
+}
+
+pub struct InternalService {
+    multi: Arc<MultiRaft>,
+    forward: Arc<dyn ForwardHandler>,
+}
+
+impl InternalService {
+    pub fn new(multi: Arc<MultiRaft>, forward: Arc<dyn ForwardHandler>) -> Self {
+        Self { multi, forward }
+    }
+
+    fn group(&self, group: u64) -> Result<GroupHandle, Status> {
+        // NotFound tells the sender to back off: the group may not have started here yet.
+        self.multi
+            .group(GroupId(group))
+            .ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))
+    }
+}
+
+fn invalid(error: std::io::Error) -> Status {
+    Status::invalid_argument(format!("undecodable payload: {error}"))
+}
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let handle = self.group(request.group)?;
+        let payload = match RaftKind::try_from(request.kind) {
+            Ok(RaftKind::Append) => {
+                let rpc: AppendEntriesRequest<TypeConfig> =
+                    decode(&request.payload).map_err(invalid)?;
+                encode(&handle.raft.append_entries(rpc).await)
+            }
+            Ok(RaftKind::Vote) => {
+                let rpc: VoteRequest<TypeConfig> = decode(&request.payload).map_err(invalid)?;
+                encode(&handle.raft.vote(rpc).await)
+            }
+            Ok(RaftKind::PreVote) => {
+                let rpc: VoteRequest<TypeConfig> = decode(&request.payload).map_err(invalid)?;
+                encode(&handle.raft.pre_vote(rpc).await)
+            }
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown raft kind {}",
+                    request.kind
+                )))
+            }
+        };
+        let payload = payload.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftReply {
+            payload: payload.into(),
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let mut chunks = request.into_inner();
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let handle = self.group(first.group)?;
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(invalid)?;
+        let mut writer = SnapshotWriter::create(self.multi.db(), handle.group)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut next = Some(first);
+        loop {
+            if let Some(chunk) = next.take() {
+                if let Err(error) = writer.write_chunk(&chunk.data) {
+                    writer.abort();
+                    return Err(Status::internal(error.to_string()));
+                }
+            }
+            match chunks.message().await {
+                Ok(Some(chunk)) => next = Some(chunk),
+                Ok(None) => break,
+                Err(status) => {
+                    writer.abort();
+                    return Err(status);
+                }
+            }
+        }
+        let file = writer
+            .finish()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(group = %handle.group, last_log_id = ?meta.last_log_id, "installing snapshot from leader");
+        let result = handle
+            .raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: file,
+                },
+            )
+            .await
+            .map_err(|fatal| fatal.to_string());
+        let payload = encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftReply {
+            payload: payload.into(),
+        }))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardReply>, Status> {
+        let request = request.into_inner();
+        let payload = self
+            .forward
+            .handle(GroupId(request.group), request.payload)
+            .await?;
+        Ok(Response::new(ForwardReply { payload }))
+    }
+}
