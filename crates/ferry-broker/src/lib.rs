@@ -1,1 +1,983 @@
-//! Catalog, placement, routing and long polling: the API every adapter calls.
+//! The broker: the one API every transport (gRPC, SQS HTTP) calls. It validates requests exactly as
+//! SQS does, keeps queues in the catalog group, places and routes partition requests to their
+//! leaders, spreads sends over partitions, gathers receives from them and long-polls on all at once.
+//!
+//! Rule: no wire formats here (no HTTP, no protobuf types), and no storage access but through
+//! `ferry-raft`'s read handles.
+
+mod api;
+pub mod attributes;
+mod leader;
+mod request;
+mod routing;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_catalog::{CatalogCommand, CatalogResult, Partition, QueueRecord};
+use ferry_queue::{
+    DeleteOutcome, HandleRef, NewMessage, QueueCommand, QueueResult, VisibilityChange,
+    VisibilityError,
+};
+use ferry_raft::{CommandBody, CommandResult, ForwardHandler, MultiRaft};
+use ferry_types::{
+    md5_hex, md5_of_message_attributes, AttributeData, AttributeValue, ErrorCode, FerryError,
+    GroupId, MessageAttributes, QueueName, ReceiptHandle, ReceiptKey, CATALOG_GROUP,
+};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+
+pub use api::*;
+use attributes::{
+    DELAY_SECONDS, MAXIMUM_MESSAGE_SIZE, MESSAGE_RETENTION_PERIOD, RECEIVE_WAIT_TIME,
+    VISIBILITY_TIMEOUT,
+};
+use leader::{wall_clock_ms, LocalLeader};
+use request::{GroupReply, GroupRequest};
+use routing::Router;
+use validate::{
+    check_batch_ids, check_range, MAX_BATCH_ENTRIES, MAX_DELAY_SECONDS, MAX_VISIBILITY_TIMEOUT,
+    MAX_WAIT_SECONDS,
+};
+
+/// Most partitions a queue may have.
+pub const MAX_PARTITIONS: u32 = 64;
+const MAX_TAGS: usize = 50;
+const MAX_LIST_RESULTS: u32 = 1_000;
+/// How often each leader looks for messages past their retention period.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+const EXPIRE_PER_ROUND: u32 = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Partitions of a standard queue created without an explicit count.
+    pub default_partitions: u32,
+    /// Replicas of each partition (capped at the cluster size).
+    pub replication_factor: u32,
+    pub region: String,
+    pub account_id: String,
+    /// The SenderId system attribute of messages sent without a known caller identity.
+    pub sender_id: String,
+    /// The secret that authenticates receipt handles; the same on every node.
+    pub receipt_secret: Vec<u8>,
+    /// How long a request may wait for a partition leader before it fails as unavailable.
+    pub request_timeout: Duration,
+}
+
+pub struct Broker {
+    multi: Arc<MultiRaft>,
+    router: Router,
+    config: BrokerConfig,
+    receipts: ReceiptHandle,
+    next_partition: AtomicUsize,
+}
+
+impl Broker {
+    pub fn new(multi: Arc<MultiRaft>, config: BrokerConfig) -> Arc<Self> {
+        let leader = LocalLeader::new(multi.clone());
+        let router = Router::new(multi.clone(), leader);
+        let receipts = ReceiptHandle::new(config.receipt_secret.clone());
+        Arc::new(Self {
+            multi,
+            router,
+            config,
+            receipts,
+            next_partition: AtomicUsize::new(0),
+        })
+    }
+
+    /// What the internal transport calls with requests other nodes forward to this one.
+    pub fn forward_handler(&self) -> Arc<dyn ForwardHandler> {
+        Arc::new(self.router.clone())
+    }
+
+    /// Whether this node can serve: it knows a leader of the catalog group.
+    pub fn is_ready(&self) -> bool {
+        self.multi
+            .group(CATALOG_GROUP)
+            .is_some_and(|handle| handle.current_leader().is_some())
+    }
+
+    pub fn queue_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:sqs:{}:{}:{name}",
+            self.config.region, self.config.account_id
+        )
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.config.account_id
+    }
+
+    // ---- queue administration ----
+
+    pub async fn create_queue(
+        &self,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+        tags: BTreeMap<String, String>,
+        partitions: u32,
+    ) -> Result<QueueInfo, FerryError> {
+        let name = QueueName::parse(name)?;
+        if name.is_fifo() {
+            return Err(FerryError::new(
+                ErrorCode::UnsupportedOperation,
+                "FIFO queues are not available in this version of Ferry.",
+            ));
+        }
+        let attributes = attributes::validate(&attributes, name.is_fifo(), true)?;
+        check_tags(&tags)?;
+        let partitions = match partitions {
+            0 => self.config.default_partitions,
+            n if n <= MAX_PARTITIONS => n,
+            n => return Err(FerryError::invalid(format!("Value {n} for parameter Partitions is invalid. Reason: Must be between 1 and {MAX_PARTITIONS}."))),
+        };
+        let command = CatalogCommand::CreateQueue {
+            name: name.as_str().to_owned(),
+            fifo: name.is_fifo(),
+            attributes,
+            tags,
+            partitions,
+            replication_factor: self.config.replication_factor,
+            nodes: self.multi.members().keys().copied().collect(),
+        };
+        let queue = self.catalog(command).await?;
+        Ok(queue_info(&queue))
+    }
+
+    pub async fn get_queue(&self, name: &str) -> Result<QueueInfo, FerryError> {
+        Ok(queue_info(&self.queue(name).await?))
+    }
+
+    /// Queues in name order, as this node's catalog replica has them (eventually consistent, as in
+    /// SQS). `next_token` is the last name of the previous page.
+    pub fn list_queues(
+        &self,
+        prefix: &str,
+        max_results: Option<u32>,
+        next_token: Option<&str>,
+    ) -> Result<ListQueuesOutput, FerryError> {
+        if let Some(max) = max_results {
+            check_range("MaxResults", max, 1, MAX_LIST_RESULTS)?;
+        }
+        let after = match next_token {
+            Some(token) => Some(decode_token(token)?),
+            None => None,
+        };
+        let catalog = self.multi.catalog().borrow().clone();
+        let limit = max_results.unwrap_or(MAX_LIST_RESULTS) as usize;
+        let mut names: Vec<String> = catalog
+            .queues
+            .keys()
+            .filter(|name| name.starts_with(prefix))
+            .filter(|name| {
+                after
+                    .as_ref()
+                    .is_none_or(|after| name.as_str() > after.as_str())
+            })
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let next_token = (more && max_results.is_some())
+            .then(|| names.last().map(|name| encode_token(name)))
+            .flatten();
+        Ok(ListQueuesOutput { names, next_token })
+    }
+
+    pub async fn delete_queue(&self, name: &str) -> Result<(), FerryError> {
+        self.catalog(CatalogCommand::DeleteQueue {
+            name: name.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn get_queue_attributes(
+        &self,
+        name: &str,
+        names: &[String],
+    ) -> Result<BTreeMap<String, String>, FerryError> {
+        attributes::check_names(names)?;
+        let queue = self.queue(name).await?;
+        let counts = if attributes::wants_counts(names) {
+            self.counts(&queue).await?
+        } else {
+            Default::default()
+        };
+        Ok(attributes::select(
+            attributes::all(&queue, counts, &self.queue_arn(&queue.name)),
+            names,
+        ))
+    }
+
+    pub async fn set_queue_attributes(
+        &self,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+    ) -> Result<(), FerryError> {
+        let queue = self.queue(name).await?;
+        let attributes = attributes::validate(&attributes, queue.fifo, false)?;
+        self.catalog(CatalogCommand::SetAttributes {
+            name: queue.name,
+            attributes,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes every message; one purge per queue per 60 s, as in SQS.
+    pub async fn purge_queue(&self, name: &str) -> Result<(), FerryError> {
+        let queue = self
+            .catalog(CatalogCommand::StartPurge {
+                name: name.to_owned(),
+            })
+            .await?;
+        let purges = queue
+            .partitions
+            .iter()
+            .map(|partition| self.apply(partition, QueueCommand::Purge));
+        for result in futures::future::join_all(purges).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    pub async fn tag_queue(
+        &self,
+        name: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<(), FerryError> {
+        check_tags(&tags)?;
+        let queue = self.queue(name).await?;
+        self.catalog(CatalogCommand::TagQueue {
+            name: queue.name,
+            tags,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn untag_queue(&self, name: &str, keys: Vec<String>) -> Result<(), FerryError> {
+        let queue = self.queue(name).await?;
+        self.catalog(CatalogCommand::UntagQueue {
+            name: queue.name,
+            keys,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn list_queue_tags(
+        &self,
+        name: &str,
+    ) -> Result<BTreeMap<String, String>, FerryError> {
+        Ok(self.queue(name).await?.tags)
+    }
+
+    // ---- messages ----
+
+    pub async fn send_message(
+        &self,
+        queue: &str,
+        input: SendInput,
+    ) -> Result<SendOutput, FerryError> {
+        let queue = self.queue(queue).await?;
+        let (message, output) = self.prepare_send(&queue, input)?;
+        self.send_to_partition(&queue, vec![message]).await?;
+        Ok(output)
+    }
+
+    /// Sends the valid entries as one command (all or none of them are stored); invalid entries fail
+    /// on their own.
+    pub async fn send_message_batch(
+        &self,
+        queue: &str,
+        entries: Vec<(String, SendInput)>,
+    ) -> Result<BatchOutcome<SendOutput>, FerryError> {
+        check_batch_ids(entries.iter().map(|(id, _)| id.as_str()))?;
+        let total: usize = entries.iter().map(|(_, input)| send_size(input)).sum();
+        if total > attributes::MAX_MESSAGE_BYTES {
+            return Err(FerryError::new(
+                ErrorCode::BatchRequestTooLong,
+                format!(
+                    "Batch requests cannot be longer than {} bytes. You have sent {total} bytes.",
+                    attributes::MAX_MESSAGE_BYTES
+                ),
+            ));
+        }
+        let queue = self.queue(queue).await?;
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut messages = Vec::with_capacity(entries.len());
+        for (id, input) in entries {
+            match self.prepare_send(&queue, input) {
+                Ok((message, output)) => {
+                    messages.push(message);
+                    outcomes.push((id, Ok(output)));
+                }
+                Err(error) => outcomes.push((id, Err(error))),
+            }
+        }
+        if !messages.is_empty() {
+            self.send_to_partition(&queue, messages).await?;
+        }
+        Ok(outcomes)
+    }
+
+    fn prepare_send(
+        &self,
+        queue: &QueueRecord,
+        input: SendInput,
+    ) -> Result<(NewMessage, SendOutput), FerryError> {
+        let max_bytes = attributes::number(queue, MAXIMUM_MESSAGE_SIZE) as usize;
+        validate::check_message(&input.body, &input.attributes, max_bytes)?;
+        let delay_seconds = match input.delay_seconds {
+            Some(delay) => check_range(DELAY_SECONDS, delay, 0, MAX_DELAY_SECONDS)?,
+            None => attributes::number(queue, DELAY_SECONDS) as u32,
+        };
+        let mut system = MessageAttributes::new();
+        if let Some(trace) = &input.trace_header {
+            validate::check_text(trace, "AWSTraceHeader")?;
+            system.insert(
+                "AWSTraceHeader".into(),
+                AttributeValue {
+                    data_type: "String".into(),
+                    value: AttributeData::String(trace.clone()),
+                },
+            );
+        }
+        let output = SendOutput {
+            message_id: uuid::Uuid::new_v4().to_string(),
+            md5_of_body: md5_hex(input.body.as_bytes()),
+            md5_of_attributes: md5_of_message_attributes(&input.attributes),
+            md5_of_system_attributes: md5_of_message_attributes(&system),
+            sequence_number: None,
+        };
+        let message = NewMessage {
+            message_id: output.message_id.clone(),
+            body: Bytes::from(input.body),
+            attributes: input.attributes,
+            trace_header: input.trace_header,
+            sender_id: self.config.sender_id.clone(),
+            delay_seconds,
+        };
+        Ok((message, output))
+    }
+
+    /// Sends to the partitions in turn, so a queue's load spreads over all of them.
+    async fn send_to_partition(
+        &self,
+        queue: &QueueRecord,
+        messages: Vec<NewMessage>,
+    ) -> Result<(), FerryError> {
+        let index =
+            self.next_partition.fetch_add(1, Ordering::Relaxed) % queue.partitions.len().max(1);
+        let partition = queue
+            .partitions
+            .get(index)
+            .ok_or_else(|| FerryError::internal("queue has no partitions"))?;
+        match self
+            .apply(partition, QueueCommand::Send { messages })
+            .await?
+        {
+            QueueResult::Sent(_) => Ok(()),
+            other => Err(FerryError::internal(format!("send answered {other:?}"))),
+        }
+    }
+
+    pub async fn receive_message(
+        &self,
+        queue: &str,
+        input: ReceiveInput,
+    ) -> Result<Vec<ReceivedMessage>, FerryError> {
+        let max = match input.max_messages {
+            0 => 1,
+            n => check_range("MaxNumberOfMessages", n, 1, MAX_BATCH_ENTRIES as u32)?,
+        };
+        let queue = self.queue(queue).await?;
+        let visibility_timeout = match input.visibility_timeout {
+            Some(timeout) => check_range(VISIBILITY_TIMEOUT, timeout, 0, MAX_VISIBILITY_TIMEOUT)?,
+            None => attributes::number(&queue, VISIBILITY_TIMEOUT) as u32,
+        };
+        let wait_seconds = match input.wait_seconds {
+            Some(wait) => check_range("WaitTimeSeconds", wait, 0, MAX_WAIT_SECONDS)?,
+            None => attributes::number(&queue, RECEIVE_WAIT_TIME) as u32,
+        };
+        let count = queue.partitions.len();
+        let start = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let order: Vec<&Partition> = (0..count)
+            .map(|i| &queue.partitions[(start + i) % count])
+            .collect();
+
+        // First sweep every partition without waiting, until the request is full.
+        let mut received = Vec::new();
+        let mut failures = 0;
+        let mut last_error = None;
+        for partition in &order {
+            let want = max - received.len() as u32;
+            if want == 0 {
+                break;
+            }
+            match self
+                .receive_from(partition, want, visibility_timeout, 0)
+                .await
+            {
+                Ok(messages) => received.extend(messages.into_iter().map(|m| (partition.group, m))),
+                Err(error) => {
+                    failures += 1;
+                    last_error = Some(error);
+                }
+            }
+        }
+        if failures == count {
+            return Err(
+                last_error.unwrap_or_else(|| FerryError::unavailable("no partition answered"))
+            );
+        }
+        // Nothing yet: long-poll every partition at once and take the first that has messages.
+        if received.is_empty() && wait_seconds > 0 {
+            let wait_ms = u64::from(wait_seconds) * 1000;
+            let mut polls: FuturesUnordered<_> = order
+                .iter()
+                .map(|partition| async move {
+                    (
+                        partition.group,
+                        self.receive_from(partition, max, visibility_timeout, wait_ms)
+                            .await,
+                    )
+                })
+                .collect();
+            while let Some((group, result)) = polls.next().await {
+                if let Ok(messages) = result {
+                    if !messages.is_empty() {
+                        received.extend(messages.into_iter().map(|m| (group, m)));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(received
+            .into_iter()
+            .map(|(group, message)| self.present(&queue, group, message, &input))
+            .collect())
+    }
+
+    async fn receive_from(
+        &self,
+        partition: &Partition,
+        max: u32,
+        visibility_timeout_s: u32,
+        wait_ms: u64,
+    ) -> Result<Vec<ferry_queue::ReceivedMessage>, FerryError> {
+        let request = GroupRequest::Receive {
+            max,
+            visibility_timeout_s,
+            wait_ms,
+        };
+        let budget = self.config.request_timeout + Duration::from_millis(wait_ms);
+        match self
+            .router
+            .execute(partition.group, &partition.replicas, request, budget)
+            .await?
+        {
+            GroupReply::Applied(CommandResult::Queue(QueueResult::Received(messages))) => {
+                Ok(messages)
+            }
+            other => Err(FerryError::internal(format!("receive answered {other:?}"))),
+        }
+    }
+
+    /// A received message as the caller asked to see it.
+    fn present(
+        &self,
+        queue: &QueueRecord,
+        group: GroupId,
+        received: ferry_queue::ReceivedMessage,
+        input: &ReceiveInput,
+    ) -> ReceivedMessage {
+        let message = received.message;
+        let receipt_handle = self.receipts.encode(&ReceiptKey {
+            queue_id: queue.id,
+            group,
+            seq: received.seq,
+            token: received.token,
+        });
+        let mut system = BTreeMap::new();
+        system.insert("SenderId".to_owned(), message.sender_id.clone());
+        system.insert("SentTimestamp".to_owned(), message.sent_at_ms.to_string());
+        system.insert(
+            "ApproximateReceiveCount".to_owned(),
+            message.receive_count.to_string(),
+        );
+        if let Some(first) = message.first_receive_at_ms {
+            system.insert(
+                "ApproximateFirstReceiveTimestamp".to_owned(),
+                first.to_string(),
+            );
+        }
+        if let Some(trace) = &message.trace_header {
+            system.insert("AWSTraceHeader".to_owned(), trace.clone());
+        }
+        let wanted = &input.system_attribute_names;
+        let attributes = if wanted.iter().any(|name| name == "All") {
+            system
+        } else {
+            system
+                .into_iter()
+                .filter(|(name, _)| wanted.contains(name))
+                .collect()
+        };
+        let message_attributes: MessageAttributes = message
+            .attributes
+            .into_iter()
+            .filter(|(name, _)| attribute_wanted(name, &input.message_attribute_names))
+            .collect();
+        ReceivedMessage {
+            message_id: message.message_id,
+            receipt_handle,
+            md5_of_body: md5_hex(&message.body),
+            body: String::from_utf8_lossy(&message.body).into_owned(),
+            md5_of_message_attributes: md5_of_message_attributes(&message_attributes),
+            attributes,
+            message_attributes,
+        }
+    }
+
+    pub async fn delete_message(
+        &self,
+        queue: &str,
+        receipt_handle: &str,
+    ) -> Result<(), FerryError> {
+        let outcome = self
+            .delete_message_batch_inner(queue, vec![("0".into(), receipt_handle.to_owned())])
+            .await?;
+        outcome
+            .into_iter()
+            .next()
+            .map_or(Ok(()), |(_, result)| result)
+    }
+
+    pub async fn delete_message_batch(
+        &self,
+        queue: &str,
+        entries: Vec<(String, String)>,
+    ) -> Result<BatchOutcome<()>, FerryError> {
+        check_batch_ids(entries.iter().map(|(id, _)| id.as_str()))?;
+        self.delete_message_batch_inner(queue, entries).await
+    }
+
+    async fn delete_message_batch_inner(
+        &self,
+        queue: &str,
+        entries: Vec<(String, String)>,
+    ) -> Result<BatchOutcome<()>, FerryError> {
+        let queue = self.queue(queue).await?;
+        let entries = entries
+            .into_iter()
+            .map(|(id, handle)| (id, handle, ()))
+            .collect();
+        self.per_partition(
+            &queue,
+            entries,
+            |handles| QueueCommand::Delete {
+                handles: handles.iter().map(|(h, _)| *h).collect(),
+            },
+            |result, index| match result {
+                QueueResult::Deleted(outcomes) => match outcomes.get(index) {
+                    // SQS answers success for a stale handle or a message already gone.
+                    Some(
+                        DeleteOutcome::Deleted
+                        | DeleteOutcome::StaleHandle
+                        | DeleteOutcome::NotFound,
+                    ) => Ok(()),
+                    None => Err(FerryError::internal("delete result is missing an entry")),
+                },
+                other => Err(FerryError::internal(format!("delete answered {other:?}"))),
+            },
+        )
+        .await
+    }
+
+    pub async fn change_message_visibility(
+        &self,
+        queue: &str,
+        receipt_handle: &str,
+        visibility_timeout: u32,
+    ) -> Result<(), FerryError> {
+        let entries = vec![(
+            "0".to_owned(),
+            receipt_handle.to_owned(),
+            visibility_timeout,
+        )];
+        let outcome = self.change_visibility_inner(queue, entries).await?;
+        outcome
+            .into_iter()
+            .next()
+            .map_or(Ok(()), |(_, result)| result)
+    }
+
+    pub async fn change_message_visibility_batch(
+        &self,
+        queue: &str,
+        entries: Vec<(String, String, u32)>,
+    ) -> Result<BatchOutcome<()>, FerryError> {
+        check_batch_ids(entries.iter().map(|(id, _, _)| id.as_str()))?;
+        self.change_visibility_inner(queue, entries).await
+    }
+
+    async fn change_visibility_inner(
+        &self,
+        queue: &str,
+        entries: Vec<(String, String, u32)>,
+    ) -> Result<BatchOutcome<()>, FerryError> {
+        let queue = self.queue(queue).await?;
+        let mut checked = Vec::with_capacity(entries.len());
+        let mut invalid = Vec::new();
+        for (id, handle, timeout) in entries {
+            match check_range(VISIBILITY_TIMEOUT, timeout, 0, MAX_VISIBILITY_TIMEOUT) {
+                Ok(_) => checked.push((id, handle, timeout)),
+                Err(error) => invalid.push((id, Err(error))),
+            }
+        }
+        let mut outcomes = self
+            .per_partition(
+                &queue,
+                checked,
+                |entries| QueueCommand::ChangeVisibility {
+                    changes: entries
+                        .iter()
+                        .map(|(handle, timeout)| VisibilityChange {
+                            handle: *handle,
+                            visibility_timeout_s: *timeout,
+                        })
+                        .collect(),
+                },
+                |result, index| match result {
+                    QueueResult::VisibilityChanged(outcomes) => match outcomes.get(index) {
+                        Some(Ok(())) => Ok(()),
+                        Some(Err(error)) => Err(visibility_error(*error)),
+                        None => Err(FerryError::internal(
+                            "visibility result is missing an entry",
+                        )),
+                    },
+                    other => Err(FerryError::internal(format!(
+                        "change visibility answered {other:?}"
+                    ))),
+                },
+            )
+            .await?;
+        outcomes.extend(invalid);
+        Ok(outcomes)
+    }
+
+    /// Decodes each entry's receipt handle, runs one command per partition for its entries, and
+    /// answers every entry from its partition's result (at `index` within that command).
+    async fn per_partition<T: Copy>(
+        &self,
+        queue: &QueueRecord,
+        entries: Vec<(String, String, T)>,
+        command: impl Fn(&[(HandleRef, T)]) -> QueueCommand,
+        answer: impl Fn(&QueueResult, usize) -> Result<(), FerryError>,
+    ) -> Result<BatchOutcome<()>, FerryError> {
+        let mut outcomes: BatchOutcome<()> = Vec::with_capacity(entries.len());
+        // Per partition: (entry position in outcomes, handle, value).
+        let mut by_group: HashMap<GroupId, Vec<(usize, HandleRef, T)>> = HashMap::new();
+        for (id, handle, value) in entries {
+            match self.receipts.decode(&handle) {
+                Ok(key)
+                    if key.queue_id == queue.id
+                        && queue.partitions.iter().any(|p| p.group == key.group) =>
+                {
+                    by_group.entry(key.group).or_default().push((
+                        outcomes.len(),
+                        HandleRef {
+                            seq: key.seq,
+                            token: key.token,
+                        },
+                        value,
+                    ));
+                    outcomes.push((id, Ok(())));
+                }
+                Ok(_) => outcomes.push((id, Err(invalid_handle(&handle)))),
+                Err(error) => outcomes.push((id, Err(error))),
+            }
+        }
+        let runs = by_group.into_iter().map(|(group, items)| {
+            let partition = queue.partitions.iter().find(|p| p.group == group).cloned();
+            let cmd = command(
+                &items
+                    .iter()
+                    .map(|(_, handle, value)| (*handle, *value))
+                    .collect::<Vec<_>>(),
+            );
+            async move {
+                let result = match partition {
+                    Some(partition) => self.apply(&partition, cmd).await,
+                    None => Err(FerryError::internal("partition vanished")),
+                };
+                (items, result)
+            }
+        });
+        for (items, result) in futures::future::join_all(runs).await {
+            for (index, (position, _, _)) in items.iter().enumerate() {
+                outcomes[*position].1 = match &result {
+                    Ok(result) => answer(result, index),
+                    Err(error) => Err(error.clone()),
+                };
+            }
+        }
+        Ok(outcomes)
+    }
+
+    // ---- plumbing ----
+
+    /// A queue by name: from this node's catalog replica, or, if it does not know it yet, from the
+    /// catalog leader.
+    async fn queue(&self, name: &str) -> Result<QueueRecord, FerryError> {
+        if let Some(queue) = self.multi.catalog().borrow().queues.get(name) {
+            return Ok(queue.clone());
+        }
+        if QueueName::parse(name).is_err() {
+            return Err(FerryError::queue_does_not_exist());
+        }
+        match self
+            .execute_catalog(GroupRequest::LookupQueue(name.to_owned()))
+            .await?
+        {
+            GroupReply::Queue(Some(queue)) => Ok(queue),
+            GroupReply::Queue(None) => Err(FerryError::queue_does_not_exist()),
+            other => Err(FerryError::internal(format!("lookup answered {other:?}"))),
+        }
+    }
+
+    async fn catalog(&self, command: CatalogCommand) -> Result<QueueRecord, FerryError> {
+        match self
+            .execute_catalog(GroupRequest::Propose(CommandBody::Catalog(command)))
+            .await?
+        {
+            GroupReply::Applied(CommandResult::Catalog(CatalogResult::Queue(queue))) => Ok(queue),
+            GroupReply::Applied(CommandResult::Catalog(CatalogResult::Failed(error))) => Err(error),
+            other => Err(FerryError::internal(format!("catalog answered {other:?}"))),
+        }
+    }
+
+    async fn execute_catalog(&self, request: GroupRequest) -> Result<GroupReply, FerryError> {
+        let members: Vec<_> = self.multi.members().keys().copied().collect();
+        self.router
+            .execute(
+                CATALOG_GROUP,
+                &members,
+                request,
+                self.config.request_timeout,
+            )
+            .await
+    }
+
+    /// Proposes a command to a partition and returns its result.
+    async fn apply(
+        &self,
+        partition: &Partition,
+        command: QueueCommand,
+    ) -> Result<QueueResult, FerryError> {
+        let request = GroupRequest::Propose(CommandBody::Queue(command));
+        match self
+            .router
+            .execute(
+                partition.group,
+                &partition.replicas,
+                request,
+                self.config.request_timeout,
+            )
+            .await?
+        {
+            GroupReply::Applied(CommandResult::Queue(result)) => Ok(result),
+            other => Err(FerryError::internal(format!(
+                "partition answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Sums the approximate counters of every partition (each read on its leader).
+    async fn counts(
+        &self,
+        queue: &QueueRecord,
+    ) -> Result<ferry_queue::ApproximateCounts, FerryError> {
+        let reads = queue.partitions.iter().map(|partition| {
+            self.router.execute(
+                partition.group,
+                &partition.replicas,
+                GroupRequest::Counts,
+                self.config.request_timeout,
+            )
+        });
+        let mut total = ferry_queue::ApproximateCounts::default();
+        for reply in futures::future::join_all(reads).await {
+            match reply? {
+                GroupReply::Counts(counts) => {
+                    total.visible += counts.visible;
+                    total.in_flight += counts.in_flight;
+                    total.delayed += counts.delayed;
+                }
+                other => return Err(FerryError::internal(format!("counts answered {other:?}"))),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Expires messages past their queue's retention period, on every partition this node leads,
+    /// until `shutdown` fires.
+    pub async fn run_housekeeping(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let catalog = self.multi.catalog().borrow().clone();
+            for queue in catalog.queues.values() {
+                let retention_s = attributes::number(queue, MESSAGE_RETENTION_PERIOD) as u32;
+                for partition in &queue.partitions {
+                    let Some(handle) = self.multi.group(partition.group) else {
+                        continue;
+                    };
+                    if handle.raft.as_leader().is_err() {
+                        continue;
+                    }
+                    let state = self.multi.read_state(partition.group);
+                    let due = ferry_queue::oldest_sent_at(&state)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|sent| {
+                            sent + u64::from(retention_s) * 1000 <= wall_clock_ms()
+                        });
+                    if due {
+                        let body = CommandBody::Queue(QueueCommand::ExpireRetention {
+                            retention_s,
+                            max: EXPIRE_PER_ROUND,
+                        });
+                        if let Err(error) = leader::propose(&handle, body).await {
+                            tracing::debug!(group = %partition.group, ?error, "retention expiry deferred");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn queue_info(queue: &QueueRecord) -> QueueInfo {
+    QueueInfo {
+        name: queue.name.clone(),
+        id: queue.id,
+        fifo: queue.fifo,
+        partitions: queue.partitions.len() as u32,
+    }
+}
+
+/// Bytes a send entry counts against the batch limit.
+fn send_size(input: &SendInput) -> usize {
+    input.body.len()
+        + input
+            .attributes
+            .iter()
+            .map(|(name, value)| {
+                name.len()
+                    + value.data_type.len()
+                    + match &value.value {
+                        AttributeData::String(text) => text.len(),
+                        AttributeData::Binary(bytes) => bytes.len(),
+                    }
+            })
+            .sum::<usize>()
+}
+
+/// Whether a message attribute matches a receive's MessageAttributeNames (`All`, `.*`, `prefix.*`,
+/// or the exact name).
+fn attribute_wanted(name: &str, wanted: &[String]) -> bool {
+    wanted.iter().any(|pattern| {
+        pattern == "All"
+            || pattern == ".*"
+            || pattern == name
+            || pattern.strip_suffix(".*").is_some_and(|prefix| {
+                name.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+    })
+}
+
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), FerryError> {
+    if tags.len() > MAX_TAGS {
+        return Err(FerryError::invalid(format!(
+            "Too many tags: at most {MAX_TAGS} per queue."
+        )));
+    }
+    for (key, value) in tags {
+        if key.is_empty() || key.len() > 128 || value.len() > 256 {
+            return Err(FerryError::invalid(
+                "Tag keys must be 1-128 characters and tag values at most 256 characters.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn invalid_handle(handle: &str) -> FerryError {
+    let shown: String = handle.chars().take(32).collect();
+    FerryError::new(
+        ErrorCode::ReceiptHandleIsInvalid,
+        format!("The input receipt handle \"{shown}\" is not a valid receipt handle."),
+    )
+}
+
+fn visibility_error(error: VisibilityError) -> FerryError {
+    match error {
+        VisibilityError::MessageNotFound => FerryError::invalid(
+            "Value for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change.",
+        ),
+        VisibilityError::NotInflight => FerryError::new(ErrorCode::MessageNotInflight, "Message is not in flight."),
+        VisibilityError::BeyondMaximum => FerryError::invalid(
+            "Value for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [43200 seconds]",
+        ),
+    }
+}
+
+fn encode_token(name: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name)
+}
+
+fn decode_token(token: &str) -> Result<String, FerryError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| FerryError::invalid("Invalid NextToken."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attribute_wanted;
+
+    #[test]
+    fn attribute_name_filters_follow_sqs() {
+        let wanted = |patterns: &[&str], name: &str| {
+            attribute_wanted(
+                name,
+                &patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert!(wanted(&["All"], "a"));
+        assert!(wanted(&[".*"], "a"));
+        assert!(wanted(&["bar.*"], "bar.baz"));
+        assert!(!wanted(&["bar.*"], "barbaz"));
+        assert!(wanted(&["a"], "a"));
+        assert!(!wanted(&[], "a"));
+    }
+}

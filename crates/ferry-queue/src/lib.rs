@@ -11,7 +11,9 @@ mod keys;
 mod machine;
 mod model;
 
-pub use machine::{apply, approximate_counts, has_visible_message, next_visibility_change};
+pub use machine::{
+    apply, approximate_counts, has_visible_message, next_visibility_change, oldest_sent_at,
+};
 pub use model::*;
 
 /// Why a store operation failed (IO or corrupt data); the node stops applying on such an error.

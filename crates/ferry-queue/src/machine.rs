@@ -345,6 +345,16 @@ pub fn approximate_counts<S: StateStore + ?Sized>(
     Ok(counts)
 }
 
+/// When the oldest stored message was sent: retention expiry proposes work only when it is due.
+pub fn oldest_sent_at<S: StateStore + ?Sized>(store: &S) -> Result<Option<u64>, StoreError> {
+    let mut oldest = Ok(None);
+    store.scan(&[keys::MESSAGES], &[keys::MESSAGES + 1], &mut |_, value| {
+        oldest = decode::<StoredMessage>(value).map(|record| Some(record.sent_at_ms));
+        false
+    })?;
+    oldest
+}
+
 fn read_meta<S: StateStore + ?Sized>(store: &S) -> Result<Meta, StoreError> {
     match store.get(keys::META)? {
         Some(bytes) => decode(&bytes),

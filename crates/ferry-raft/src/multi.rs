@@ -34,6 +34,25 @@ pub struct GroupHandle {
     pub signals: Arc<GroupSignals>,
 }
 
+impl GroupHandle {
+    /// The leader this replica believes in (may be stale by an election).
+    pub fn current_leader(&self) -> Option<NodeId> {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Raft status for operators: (leader, last applied index).
+    pub fn status(&self) -> (Option<NodeId>, Option<u64>) {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        (
+            metrics.current_leader,
+            metrics.last_applied.map(|id| id.index),
+        )
+    }
+}
+
 /// Every Raft group on this node, over one RocksDB and one transport.
 pub struct MultiRaft {
     node_id: NodeId,
@@ -110,6 +129,19 @@ impl MultiRaft {
             .unwrap_or_else(|e| e.into_inner())
             .get(&group)
             .cloned()
+    }
+
+    /// Every group running on this node, in id order.
+    pub fn groups(&self) -> Vec<GroupHandle> {
+        let mut groups: Vec<GroupHandle> = self
+            .groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        groups.sort_by_key(|handle| handle.group);
+        groups
     }
 
     /// Read access to a group's applied state on this node.

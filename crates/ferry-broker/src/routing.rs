@@ -1,0 +1,142 @@
+//! Getting a group request to the group's leader: locally if this node leads, else forwarded, with
+//! retries that follow leader hints until a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_raft::{ForwardError, ForwardHandler, MultiRaft};
+use ferry_types::{ErrorCode, FerryError, GroupId, NodeId};
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use crate::leader::LocalLeader;
+use crate::request::{decode, encode, ExecError, GroupReply, GroupRequest};
+
+/// Extra time a forwarded call gets beyond the work it asks for (a long poll's wait).
+const CALL_MARGIN: Duration = Duration::from_secs(10);
+const BACKOFF_START: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub(crate) struct Router {
+    multi: Arc<MultiRaft>,
+    leader: Arc<LocalLeader>,
+}
+
+impl Router {
+    pub fn new(multi: Arc<MultiRaft>, leader: Arc<LocalLeader>) -> Self {
+        Self { multi, leader }
+    }
+
+    /// Executes `request` on the leader of `group` (whose replicas are `replicas`), retrying while
+    /// there is no leader until `budget` has passed.
+    pub async fn execute(
+        &self,
+        group: GroupId,
+        replicas: &[NodeId],
+        request: GroupRequest,
+        budget: Duration,
+    ) -> Result<GroupReply, FerryError> {
+        let deadline = Instant::now() + budget;
+        let call_timeout = match &request {
+            GroupRequest::Receive { wait_ms, .. } => Duration::from_millis(*wait_ms) + CALL_MARGIN,
+            _ => CALL_MARGIN,
+        };
+        let payload = Bytes::from(encode(&request));
+        let mut hint = None;
+        let mut backoff = BACKOFF_START;
+        let mut attempt = 0usize;
+        let mut last_problem = String::from("no attempt made");
+        let mut outcome_unknown = false;
+        loop {
+            let target = hint
+                .take()
+                .or_else(|| self.local_leader_hint(group))
+                .unwrap_or_else(|| {
+                    attempt += 1;
+                    replicas
+                        .get(attempt % replicas.len().max(1))
+                        .copied()
+                        .unwrap_or(self.multi.node_id())
+                });
+            let result = if target == self.multi.node_id() {
+                self.leader.execute(group, request.clone()).await
+            } else {
+                let timeout = call_timeout.min(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(BACKOFF_START),
+                );
+                match self
+                    .multi
+                    .router()
+                    .forward(target, group, payload.clone(), timeout)
+                    .await
+                {
+                    Ok(reply) => decode::<Result<GroupReply, ExecError>>(&reply)?,
+                    Err(ForwardError::Timeout { .. }) => Err(ExecError::Unknown(format!(
+                        "node {target} did not answer in time"
+                    ))),
+                    Err(error) => Err(ExecError::NotLeader(None))
+                        .inspect_err(|_| last_problem = error.to_string()),
+                }
+            };
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(ExecError::Failed(error)) => return Err(error),
+                Err(ExecError::NotLeader(Some(leader))) if leader != target => {
+                    last_problem = format!("node {target} is not the leader of {group}");
+                    hint = Some(leader);
+                    continue;
+                }
+                Err(ExecError::NotLeader(_)) => {
+                    if last_problem.is_empty() {
+                        last_problem = format!("{group} has no leader");
+                    }
+                }
+                Err(ExecError::NotHosted) => {
+                    last_problem = format!("node {target} does not host {group}")
+                }
+                Err(ExecError::Unknown(problem)) => {
+                    outcome_unknown = true;
+                    last_problem = problem;
+                }
+            }
+            if Instant::now() + backoff >= deadline {
+                let code = if outcome_unknown {
+                    ErrorCode::OutcomeUnknown
+                } else {
+                    ErrorCode::Unavailable
+                };
+                return Err(FerryError::new(
+                    code,
+                    format!("partition {group} is unavailable (no leader with a quorum within {budget:?}): {last_problem}"),
+                ));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// The leader this node's replica of the group believes in, if it hosts one.
+    fn local_leader_hint(&self, group: GroupId) -> Option<NodeId> {
+        self.multi.group(group)?.current_leader()
+    }
+}
+
+impl ForwardHandler for Router {
+    fn handle(
+        &self,
+        group: GroupId,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, tonic::Status>> {
+        let leader = self.leader.clone();
+        Box::pin(async move {
+            let request: GroupRequest =
+                decode(&payload).map_err(|e| tonic::Status::invalid_argument(e.message))?;
+            let result = leader.execute(group, request).await;
+            Ok(Bytes::from(encode(&result)))
+        })
+    }
+}

@@ -1,0 +1,241 @@
+//! Node configuration: a TOML file, overridden by `FERRY_*` environment variables, overridden by
+//! flags. [`ServeArgs`] holds what was given; [`ServeArgs::resolve`] validates it into a [`NodeConfig`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ferry_broker::BrokerConfig;
+use ferry_types::NodeId;
+use serde::Deserialize;
+
+/// Flags of `ferry serve`; each may also come from its `FERRY_*` variable or the config file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see deploy/ferry.toml for every key).
+    #[arg(long, env = "FERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id: stable across restarts, unique in the cluster.
+    #[arg(long, env = "FERRY_NODE_ID")]
+    pub node_id: Option<NodeId>,
+    /// Where this node keeps its RocksDB and snapshots.
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Public and internal gRPC address.
+    #[arg(long, env = "FERRY_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// SQS-compatible HTTP address.
+    #[arg(long, env = "FERRY_SQS_ADDR")]
+    pub sqs_addr: Option<SocketAddr>,
+    /// Health, readiness and metrics HTTP address.
+    #[arg(long, env = "FERRY_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// An initial cluster member as ID=HOST:PORT (its gRPC address); repeat for every member,
+    /// this node included.
+    #[arg(long = "peer", env = "FERRY_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Partitions of a standard queue created without an explicit count.
+    #[arg(long, env = "FERRY_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<u32>,
+    /// Replicas of every partition.
+    #[arg(long, env = "FERRY_REPLICATION_FACTOR")]
+    pub replication_factor: Option<u32>,
+}
+
+/// The configuration file. Unknown keys are refused so a typo does not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_id: Option<NodeId>,
+    pub data_dir: Option<PathBuf>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub sqs_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    /// Member id → gRPC address.
+    #[serde(default)]
+    pub peers: BTreeMap<NodeId, String>,
+    pub default_partitions: Option<u32>,
+    pub replication_factor: Option<u32>,
+    pub region: Option<String>,
+    pub account_id: Option<String>,
+    pub receipt_secret: Option<String>,
+    pub request_timeout_ms: Option<u64>,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub sqs_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub peers: BTreeMap<NodeId, String>,
+    pub broker: BrokerConfig,
+}
+
+pub const DEFAULT_GRPC_PORT: u16 = 7700;
+pub const DEFAULT_SQS_PORT: u16 = 9324;
+pub const DEFAULT_ADMIN_PORT: u16 = 7800;
+const DEFAULT_PARTITIONS: u32 = 4;
+const DEFAULT_REPLICATION_FACTOR: u32 = 3;
+const DEFAULT_REGION: &str = "us-east-1";
+const DEFAULT_ACCOUNT_ID: &str = "000000000000";
+/// The SenderId of unauthenticated callers (the value AWS emulators report).
+const DEFAULT_SENDER_ID: &str = "AIDAIT2UOQQY3AUEKVGXU";
+/// Receipt handles are authenticated with this unless a secret is configured. Production clusters
+/// set their own in the config file.
+const DEFAULT_RECEIPT_SECRET: &str = "ferry-development-receipt-secret";
+const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+impl ServeArgs {
+    pub fn resolve(&self) -> anyhow::Result<NodeConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let grpc_addr = self
+            .grpc_addr
+            .or(file.grpc_addr)
+            .unwrap_or(loopback(DEFAULT_GRPC_PORT));
+        let mut peers = file.peers;
+        if !self.peers.is_empty() {
+            peers = self
+                .peers
+                .iter()
+                .map(|peer| parse_peer(peer))
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if peers.is_empty() {
+            // Alone: a single-node cluster of this node.
+            peers.insert(node_id, grpc_addr.to_string());
+        }
+        if !peers.contains_key(&node_id) {
+            bail!("node {node_id} is not among the peers {peers:?}; list every member, this node included");
+        }
+        let replication_factor = self
+            .replication_factor
+            .or(file.replication_factor)
+            .unwrap_or(DEFAULT_REPLICATION_FACTOR);
+        let default_partitions = self
+            .default_partitions
+            .or(file.default_partitions)
+            .unwrap_or(DEFAULT_PARTITIONS);
+        if replication_factor == 0
+            || default_partitions == 0
+            || default_partitions > ferry_broker::MAX_PARTITIONS
+        {
+            bail!(
+                "replication_factor must be at least 1 and default_partitions 1..={}",
+                ferry_broker::MAX_PARTITIONS
+            );
+        }
+        Ok(NodeConfig {
+            node_id,
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(format!("data/node-{node_id}"))),
+            grpc_addr,
+            sqs_addr: self
+                .sqs_addr
+                .or(file.sqs_addr)
+                .unwrap_or(loopback(DEFAULT_SQS_PORT)),
+            admin_addr: self
+                .admin_addr
+                .or(file.admin_addr)
+                .unwrap_or(loopback(DEFAULT_ADMIN_PORT)),
+            peers,
+            broker: BrokerConfig {
+                default_partitions,
+                replication_factor,
+                region: file.region.unwrap_or_else(|| DEFAULT_REGION.into()),
+                account_id: file.account_id.unwrap_or_else(|| DEFAULT_ACCOUNT_ID.into()),
+                sender_id: DEFAULT_SENDER_ID.into(),
+                receipt_secret: file
+                    .receipt_secret
+                    .unwrap_or_else(|| DEFAULT_RECEIPT_SECRET.into())
+                    .into_bytes(),
+                request_timeout: Duration::from_millis(
+                    file.request_timeout_ms
+                        .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+                ),
+            },
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Parses `ID=HOST:PORT`.
+fn parse_peer(peer: &str) -> anyhow::Result<(NodeId, String)> {
+    let Some((id, addr)) = peer.split_once('=') else {
+        bail!("peer {peer:?} is not ID=HOST:PORT")
+    };
+    let id = id
+        .trim()
+        .parse()
+        .with_context(|| format!("peer {peer:?}: bad node id"))?;
+    if addr
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .is_none()
+    {
+        bail!("peer {peer:?}: address must be HOST:PORT");
+    }
+    Ok((id, addr.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_peers_must_include_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "node_id = 2\ndefault_partitions = 8\n[peers]\n1 = \"a:1\"\n2 = \"b:2\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            default_partitions: Some(3),
+            ..Default::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.broker.default_partitions, 3);
+        assert_eq!(config.peers.len(), 2);
+        let args = ServeArgs {
+            config: Some(path),
+            node_id: Some(9),
+            ..Default::default()
+        };
+        assert!(args.resolve().is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("node_idd = 1").is_err());
+    }
+
+    #[test]
+    fn the_shipped_template_parses() {
+        let template = include_str!("../../../deploy/ferry.toml");
+        let file: FileConfig = toml::from_str(template).unwrap();
+        assert_eq!(file.default_partitions, Some(DEFAULT_PARTITIONS));
+        assert_eq!(file.replication_factor, Some(DEFAULT_REPLICATION_FACTOR));
+        assert_eq!(file.request_timeout_ms, Some(DEFAULT_REQUEST_TIMEOUT_MS));
+    }
+}

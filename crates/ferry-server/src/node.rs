@@ -1,0 +1,198 @@
+//! Running one node: storage, Raft groups, the broker, and its three listeners (gRPC, SQS HTTP,
+//! admin HTTP), until a shutdown signal.
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use ferry_broker::Broker;
+use ferry_grpc::FerryService;
+use ferry_raft::{InternalService, MultiRaft, RaftRouter, MAX_INTERNAL_MESSAGE_BYTES};
+use ferry_storage::NodeDb;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::NodeConfig;
+
+#[derive(Clone)]
+struct AdminState {
+    multi: Arc<MultiRaft>,
+    broker: Arc<Broker>,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// Runs a node until `shutdown` completes, then stops it cleanly: listeners first, then the Raft
+/// groups, then the database.
+pub async fn run(
+    config: NodeConfig,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let node = config.node_id;
+    let db = NodeDb::open(&config.data_dir)
+        .with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let multi = MultiRaft::new(
+        node,
+        db.clone(),
+        RaftRouter::default(),
+        config.peers.clone(),
+    )?;
+    let broker = Broker::new(multi.clone(), config.broker.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Listen before the groups start, so peers' Raft traffic finds this node.
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", config.grpc_addr))?;
+    let sqs = TcpListener::bind(config.sqs_addr)
+        .await
+        .with_context(|| format!("binding {}", config.sqs_addr))?;
+    let admin = TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("binding {}", config.admin_addr))?;
+
+    let internal = ferry_proto::internal::internal_server::InternalServer::new(
+        InternalService::new(multi.clone(), broker.forward_handler()),
+    )
+    .max_decoding_message_size(MAX_INTERNAL_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES);
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(internal)
+        .add_service(FerryService::new(broker.clone()).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            stopped(stop_rx.clone()),
+        );
+    let grpc_task = tokio::spawn(grpc_server);
+
+    multi
+        .start_catalog()
+        .await
+        .context("starting the catalog group")?;
+    let reconciler = tokio::spawn(multi.clone().run_reconciler(stop_rx.clone()));
+    let housekeeping = tokio::spawn(broker.clone().run_housekeeping(stop_rx.clone()));
+
+    let state = AdminState {
+        multi: multi.clone(),
+        broker: broker.clone(),
+        metrics,
+    };
+    let admin_app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .route("/debug/groups", get(debug_groups))
+        .with_state(state);
+    let admin_task = tokio::spawn(
+        axum::serve(admin, admin_app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    // The SQS endpoint arrives with its own issue; until then every request is told so.
+    let sqs_app = Router::new().fallback(|| async {
+        (
+            StatusCode::NOT_IMPLEMENTED,
+            "The SQS endpoint is not implemented in this version of Ferry; use the gRPC API.",
+        )
+    });
+    let sqs_task = tokio::spawn(
+        axum::serve(sqs, sqs_app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+
+    tracing::info!(
+        node,
+        grpc = %config.grpc_addr,
+        sqs = %config.sqs_addr,
+        admin = %config.admin_addr,
+        data = %config.data_dir.display(),
+        "ferry node started"
+    );
+    shutdown.await;
+    tracing::info!(node, "shutting down");
+    let _ = stop_tx.send(true);
+    for task in [
+        grpc_task.abort_handle(),
+        admin_task.abort_handle(),
+        sqs_task.abort_handle(),
+    ] {
+        // Graceful shutdown lets in-flight requests finish; a stuck long poll must not hold the
+        // process forever.
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            task.abort();
+        });
+    }
+    let _ = grpc_task.await;
+    let _ = admin_task.await;
+    let _ = sqs_task.await;
+    let _ = reconciler.await;
+    let _ = housekeeping.await;
+    multi.shutdown().await;
+    db.close();
+    tracing::info!(node, "stopped");
+    Ok(())
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.broker.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no catalog leader yet")
+    }
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    match &state.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled".to_owned()),
+    }
+}
+
+#[derive(Serialize)]
+struct GroupStatus {
+    group: u64,
+    queue: Option<String>,
+    leader: Option<u64>,
+    is_leader: bool,
+    last_applied: Option<u64>,
+}
+
+/// Every Raft group on this node with its leader and progress, for operators and tests.
+async fn debug_groups(State(state): State<AdminState>) -> Json<Vec<GroupStatus>> {
+    let catalog = state.multi.catalog().borrow().clone();
+    let groups = state
+        .multi
+        .groups()
+        .into_iter()
+        .map(|handle| {
+            let (leader, last_applied) = handle.status();
+            let queue = catalog
+                .queues
+                .values()
+                .find(|queue| queue.partitions.iter().any(|p| p.group == handle.group))
+                .map(|queue| queue.name.clone());
+            GroupStatus {
+                group: handle.group.0,
+                queue,
+                leader,
+                is_leader: leader == Some(state.multi.node_id()),
+                last_applied,
+            }
+        })
+        .collect();
+    Json(groups)
+}
