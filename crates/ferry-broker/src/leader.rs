@@ -98,15 +98,40 @@ impl LocalLeader {
                     .map_err(|e| ExecError::Failed(FerryError::internal(e.to_string())))
             }
             GroupRequest::LookupQueue(name) => {
-                handle
-                    .raft
-                    .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
-                    .await
-                    .map_err(|_| ExecError::NotLeader(None))?;
-                let catalog = self.multi.catalog().borrow().clone();
+                let catalog = self.read_catalog(&handle).await?;
                 Ok(GroupReply::Queue(catalog.queues.get(&name).cloned()))
             }
+            GroupRequest::ListQueues {
+                prefix,
+                after,
+                limit,
+            } => {
+                let catalog = self.read_catalog(&handle).await?;
+                let names = catalog
+                    .queues
+                    .keys()
+                    .filter(|name| name.starts_with(&prefix))
+                    .filter(|name| {
+                        after
+                            .as_ref()
+                            .is_none_or(|after| name.as_str() > after.as_str())
+                    })
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                Ok(GroupReply::Names(names))
+            }
         }
+    }
+
+    /// The catalog as of everything committed before this call (a ReadIndex barrier on the leader).
+    async fn read_catalog(&self, handle: &GroupHandle) -> Result<ferry_raft::Catalog, ExecError> {
+        handle
+            .raft
+            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|_| ExecError::NotLeader(None))?;
+        Ok(self.multi.catalog().borrow().clone())
     }
 
     /// Queues messages for the partition's next send round and waits for their result.

@@ -150,12 +150,12 @@ impl Broker {
     }
 
     pub async fn get_queue(&self, name: &str) -> Result<QueueInfo, FerryError> {
-        Ok(queue_info(&self.queue(name).await?))
+        Ok(queue_info(&self.current_queue(name).await?))
     }
 
-    /// Queues in name order, as this node's catalog replica has them (eventually consistent, as in
-    /// SQS). `next_token` is the last name of the previous page.
-    pub fn list_queues(
+    /// Queues in name order, read from the catalog leader so a client sees its own creates and
+    /// deletes whichever node it asks. `next_token` names the last queue of the previous page.
+    pub async fn list_queues(
         &self,
         prefix: &str,
         max_results: Option<u32>,
@@ -168,20 +168,16 @@ impl Broker {
             Some(token) => Some(decode_token(token)?),
             None => None,
         };
-        let catalog = self.multi.catalog().borrow().clone();
         let limit = max_results.unwrap_or(MAX_LIST_RESULTS) as usize;
-        let mut names: Vec<String> = catalog
-            .queues
-            .keys()
-            .filter(|name| name.starts_with(prefix))
-            .filter(|name| {
-                after
-                    .as_ref()
-                    .is_none_or(|after| name.as_str() > after.as_str())
-            })
-            .take(limit + 1)
-            .cloned()
-            .collect();
+        let request = GroupRequest::ListQueues {
+            prefix: prefix.to_owned(),
+            after,
+            limit: limit + 1,
+        };
+        let mut names = match self.execute_catalog(request).await? {
+            GroupReply::Names(names) => names,
+            other => return Err(FerryError::internal(format!("list answered {other:?}"))),
+        };
         let more = names.len() > limit;
         names.truncate(limit);
         let next_token = (more && max_results.is_some())
@@ -204,7 +200,7 @@ impl Broker {
         names: &[String],
     ) -> Result<BTreeMap<String, String>, FerryError> {
         attributes::check_names(names)?;
-        let queue = self.queue(name).await?;
+        let queue = self.current_queue(name).await?;
         let counts = if attributes::wants_counts(names) {
             self.counts(&queue).await?
         } else {
@@ -277,7 +273,7 @@ impl Broker {
         &self,
         name: &str,
     ) -> Result<BTreeMap<String, String>, FerryError> {
-        Ok(self.queue(name).await?.tags)
+        Ok(self.current_queue(name).await?.tags)
     }
 
     // ---- messages ----
@@ -736,12 +732,17 @@ impl Broker {
 
     // ---- plumbing ----
 
-    /// A queue by name: from this node's catalog replica, or, if it does not know it yet, from the
-    /// catalog leader.
+    /// A queue by name, for the data path: from this node's catalog replica, or, if it does not
+    /// know it yet, from the catalog leader.
     async fn queue(&self, name: &str) -> Result<QueueRecord, FerryError> {
         if let Some(queue) = self.multi.catalog().borrow().queues.get(name) {
             return Ok(queue.clone());
         }
+        self.current_queue(name).await
+    }
+
+    /// A queue by name as the catalog leader has it now: admin reads see every committed change.
+    async fn current_queue(&self, name: &str) -> Result<QueueRecord, FerryError> {
         if QueueName::parse(name).is_err() {
             return Err(FerryError::queue_does_not_exist());
         }

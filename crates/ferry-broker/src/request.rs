@@ -20,6 +20,12 @@ pub(crate) enum GroupRequest {
     Counts,
     /// A queue as the catalog leader knows it, after a read barrier.
     LookupQueue(String),
+    /// Queue names in order, as the catalog leader knows them, after a read barrier.
+    ListQueues {
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +33,7 @@ pub(crate) enum GroupReply {
     Applied(CommandResult),
     Counts(ApproximateCounts),
     Queue(Option<QueueRecord>),
+    Names(Vec<String>),
 }
 
 /// Why a node did not execute a group request.

@@ -212,9 +212,10 @@ impl Ferry for FerryService {
         request: Request<pb::ListQueuesRequest>,
     ) -> Reply<pb::ListQueuesResponse> {
         let r = request.into_inner();
-        let result =
-            self.broker
-                .list_queues(&r.queue_name_prefix, r.max_results, r.next_token.as_deref());
+        let result = self
+            .broker
+            .list_queues(&r.queue_name_prefix, r.max_results, r.next_token.as_deref())
+            .await;
         reply(result.map(|list| pb::ListQueuesResponse {
             queue_names: list.names,
             next_token: list.next_token,

@@ -149,7 +149,10 @@ impl SnapshotFile {
     }
 }
 
-fn read_record(reader: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>, Vec<u8>)>> {
+/// One record of a snapshot file: tag, key, value.
+type Record = (u8, Vec<u8>, Vec<u8>);
+
+fn read_record(reader: &mut impl Read) -> io::Result<Option<Record>> {
     let mut tag = [0u8; 1];
     match reader.read_exact(&mut tag) {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),

@@ -1,0 +1,368 @@
+//! Failover under load: no acknowledged send is lost when partition leaders are SIGKILLed one
+//! after another while 24 clients keep sending.
+//!
+//! What an acknowledgement promises: a body whose SendMessage (or batch entry) succeeded is
+//! committed on a quorum and is delivered at least once later, whichever node crashes. A body whose
+//! every attempt failed with `Unavailable` was never written; a body with an unknown outcome
+//! (timeout, broken connection, `OutcomeUnknown`) may or may not be delivered. Nothing that was
+//! never sent is ever delivered. Duplicates are allowed (at-least-once) and only counted.
+//!
+//! Each round starts a fresh 3-node cluster with 3 standard queues of 2 partitions. The number of
+//! rounds is `FERRY_FAILOVER_ROUNDS` (default 1); `FERRY_FAILOVER_SEED` fixes the randomness.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{send_bodies, wait_for, wait_until, ClusterOptions, TestCluster};
+use ferry_proto::v1::ferry_client::FerryClient;
+use ferry_proto::v1::CreateQueueRequest;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+
+const QUEUES: usize = 3;
+const PARTITIONS: u32 = 2;
+const SENDERS: usize = 24;
+/// Each sender sends at least this many bodies: 24 × 125 = 3,000.
+const BODIES_PER_SENDER: usize = 125;
+/// Senders keep going while the nemesis runs, so every crash happens under traffic; this bounds it.
+const MAX_BODIES_PER_SENDER: usize = 3 * BODIES_PER_SENDER;
+/// Pause between two calls of one sender while the nemesis runs, so that the minimum spreads over
+/// the ~30 s the nemesis takes instead of being sent before the first crash.
+const SEND_PACE: Duration = Duration::from_millis(1000);
+/// Calls per body: the first node plus retries on the others.
+const SEND_ATTEMPTS: usize = 4;
+/// A new leader is elected within a few seconds of a crash.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Acknowledgements to see while a leader is down: proof the cluster serves with one node down.
+const ACKS_WHILE_DOWN: usize = 100;
+/// Time for those acknowledgements; senders retry each body for ~10 s per attempt.
+const ACKS_WHILE_DOWN_TIMEOUT: Duration = Duration::from_secs(40);
+/// Senders finish their minimum at full speed once the nemesis is done.
+const SENDERS_TIMEOUT: Duration = Duration::from_secs(120);
+/// Draining a few thousand messages, 10 per call, from three queues at once.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(90);
+/// Empty receives in a row that, with every acknowledged body seen, mean a queue is drained.
+const EMPTY_RECEIVES_TO_STOP: usize = 3;
+/// Long-poll wait of a drain receive.
+const DRAIN_WAIT_SECONDS: u32 = 1;
+/// The share of bodies that must be acknowledged: with one node of three down at a time, the
+/// cluster must keep serving, so failures are rare.
+const MIN_ACKED_PERCENT: usize = 90;
+
+#[derive(Default)]
+struct Ledger {
+    attempted: HashSet<String>,
+    acked: HashSet<String>,
+    unknown: HashSet<String>,
+    rejected: HashSet<String>,
+    unexpected: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_sends_survive_leader_crashes() {
+    let rounds: usize = std::env::var("FERRY_FAILOVER_ROUNDS")
+        .ok()
+        .map(|v| v.parse().expect("FERRY_FAILOVER_ROUNDS is a number"))
+        .unwrap_or(1);
+    let seed: u64 = std::env::var("FERRY_FAILOVER_SEED")
+        .ok()
+        .map(|v| v.parse().expect("FERRY_FAILOVER_SEED is a number"))
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_nanos() as u64
+        });
+    for round in 0..rounds {
+        let round_seed = seed.wrapping_add(round as u64);
+        eprintln!(
+            "failover round {}/{rounds}, FERRY_FAILOVER_SEED={round_seed}",
+            round + 1
+        );
+        run_round(round_seed).await;
+    }
+}
+
+async fn run_round(seed: u64) {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+
+    // Phase 1: queues, and the Raft group of each partition, so the nemesis knows what to crash.
+    let queues: Vec<String> = (0..QUEUES).map(|q| format!("failover-{q}")).collect();
+    let mut admin = cluster.client(1);
+    for queue in &queues {
+        let created = admin
+            .create_queue(CreateQueueRequest {
+                queue_name: queue.clone(),
+                partitions: PARTITIONS,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("create {queue}: {e:?}"))
+            .into_inner();
+        assert_eq!(created.queue.map(|q| q.partitions), Some(PARTITIONS));
+    }
+    let mut partitions = Vec::new();
+    for queue in &queues {
+        let groups = wait_for(
+            LEADER_TIMEOUT,
+            &format!("{queue} has {PARTITIONS} partitions with leaders"),
+            async || {
+                let groups = cluster.queue_groups(queue).await;
+                if groups.len() != PARTITIONS as usize {
+                    return None;
+                }
+                for &g in &groups {
+                    cluster.leader_of(g).await?;
+                }
+                Some(groups)
+            },
+        )
+        .await;
+        partitions.extend(groups.into_iter().map(|g| (queue.clone(), g)));
+    }
+
+    // Phase 2: senders run until the nemesis is done and they have sent their minimum.
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let nemesis_done = Arc::new(AtomicBool::new(false));
+    let senders_done = Arc::new(AtomicUsize::new(0));
+    let clients = cluster.clients();
+    let mut senders = Vec::new();
+    for task in 0..SENDERS {
+        let q = task % QUEUES;
+        let sender = Sender {
+            q,
+            task,
+            queue: queues[q].clone(),
+            clients: clients.clone(),
+            rng: StdRng::seed_from_u64(seed ^ (task as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            ledger: ledger.clone(),
+            acked: acked.clone(),
+            nemesis_done: nemesis_done.clone(),
+        };
+        let senders_done = senders_done.clone();
+        senders.push(tokio::spawn(async move {
+            sender.run().await;
+            senders_done.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+
+    // Phase 3: the nemesis crashes the leader of each partition in turn, lets traffic flow with
+    // it down, then brings it back.
+    let started = Instant::now();
+    wait_until(
+        ACKS_WHILE_DOWN_TIMEOUT,
+        "traffic flows before the first crash",
+        async || acked.load(Ordering::SeqCst) >= ACKS_WHILE_DOWN,
+    )
+    .await;
+    for (queue, group) in &partitions {
+        let leader = cluster.wait_for_leader(*group, LEADER_TIMEOUT).await;
+        let before = acked.load(Ordering::SeqCst);
+        eprintln!(
+            "nemesis at {:?}: SIGKILL node {leader}, leader of {queue} group {group} ({before} acked)",
+            started.elapsed()
+        );
+        cluster.kill(leader);
+        wait_until(
+            ACKS_WHILE_DOWN_TIMEOUT,
+            &format!("{ACKS_WHILE_DOWN} acknowledgements with node {leader} down"),
+            async || {
+                acked.load(Ordering::SeqCst) >= before + ACKS_WHILE_DOWN
+                    || senders_done.load(Ordering::SeqCst) == SENDERS
+            },
+        )
+        .await;
+        cluster.restart(leader).await;
+    }
+    nemesis_done.store(true, Ordering::SeqCst);
+    eprintln!("nemesis done at {:?}", started.elapsed());
+    for sender in senders {
+        common::within(SENDERS_TIMEOUT, "senders finishing", sender)
+            .await
+            .expect("sender task panicked");
+    }
+
+    // Phase 4: drain every queue, then compare what came out with what went in.
+    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger lock"));
+    let drains: Vec<_> = queues
+        .iter()
+        .enumerate()
+        .map(|(q, queue)| {
+            let prefix = format!("q{q}-");
+            let expected: HashSet<String> = ledger
+                .acked
+                .iter()
+                .filter(|b| b.starts_with(&prefix))
+                .cloned()
+                .collect();
+            tokio::spawn(drain(clients.clone(), queue.clone(), expected))
+        })
+        .collect();
+    let mut drained = Vec::new();
+    for task in drains {
+        drained.push(task.await.expect("drain task panicked"));
+    }
+
+    let mut received: HashMap<String, usize> = HashMap::new();
+    let mut receive_errors = 0;
+    for (bodies, errors) in drained {
+        receive_errors += errors;
+        for body in bodies {
+            *received.entry(body).or_default() += 1;
+        }
+    }
+    let duplicates: usize = received.values().map(|n| n - 1).sum();
+    let unknown_delivered = ledger
+        .unknown
+        .iter()
+        .filter(|b| received.contains_key(*b))
+        .count();
+    eprintln!(
+        "sent {} bodies: acked {}, unknown {} ({} of them delivered), rejected {}; received {} \
+         distinct, {} duplicates; {} receive errors",
+        ledger.attempted.len(),
+        ledger.acked.len(),
+        ledger.unknown.len(),
+        unknown_delivered,
+        ledger.rejected.len(),
+        received.len(),
+        duplicates,
+        receive_errors
+    );
+
+    let mut missing: Vec<&String> = ledger
+        .acked
+        .iter()
+        .filter(|b| !received.contains_key(*b))
+        .collect();
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged bodies were never received, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    let mut phantoms: Vec<&String> = received
+        .keys()
+        .filter(|b| !ledger.acked.contains(*b) && !ledger.unknown.contains(*b))
+        .collect();
+    phantoms.sort();
+    assert!(
+        phantoms.is_empty(),
+        "{} received bodies were never sent or were refused with Unavailable, e.g. {:?} \
+         (never sent: {:?})",
+        phantoms.len(),
+        &phantoms[..phantoms.len().min(20)],
+        phantoms
+            .iter()
+            .filter(|b| !ledger.attempted.contains(**b))
+            .take(20)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        ledger.unexpected.is_empty(),
+        "sends failed with errors a cluster with one node down must not give: {:?}",
+        &ledger.unexpected[..ledger.unexpected.len().min(20)]
+    );
+    assert!(
+        ledger.acked.len() * 100 >= ledger.attempted.len() * MIN_ACKED_PERCENT,
+        "only {} of {} bodies were acknowledged with at most one node down",
+        ledger.acked.len(),
+        ledger.attempted.len()
+    );
+}
+
+struct Sender {
+    q: usize,
+    task: usize,
+    queue: String,
+    clients: Vec<FerryClient<Channel>>,
+    rng: StdRng,
+    ledger: Arc<Mutex<Ledger>>,
+    acked: Arc<AtomicUsize>,
+    nemesis_done: Arc<AtomicBool>,
+}
+
+impl Sender {
+    async fn run(mut self) {
+        let mut next = 0;
+        while next < MAX_BODIES_PER_SENDER
+            && (next < BODIES_PER_SENDER || !self.nemesis_done.load(Ordering::SeqCst))
+        {
+            // Half single sends, half batches of 10.
+            let count = if self.rng.gen_bool(0.5) { 1 } else { 10 };
+            let count = count.min(MAX_BODIES_PER_SENDER - next);
+            let bodies: Vec<String> = (next..next + count)
+                .map(|i| format!("q{}-t{}-n{i}", self.q, self.task))
+                .collect();
+            next += count;
+            self.ledger
+                .lock()
+                .expect("ledger lock")
+                .attempted
+                .extend(bodies.iter().cloned());
+            let first = self.rng.gen_range(0..self.clients.len());
+            let outcome =
+                send_bodies(&self.clients, first, &self.queue, bodies, SEND_ATTEMPTS).await;
+            self.acked.fetch_add(outcome.acked.len(), Ordering::SeqCst);
+            {
+                let mut ledger = self.ledger.lock().expect("ledger lock");
+                ledger.acked.extend(outcome.acked);
+                ledger.unknown.extend(outcome.unknown);
+                ledger.rejected.extend(outcome.rejected);
+                ledger.unexpected.extend(outcome.unexpected);
+            }
+            if !self.nemesis_done.load(Ordering::SeqCst) {
+                tokio::time::sleep(SEND_PACE).await;
+            }
+        }
+    }
+}
+
+/// Receives and deletes from `queue` until every `expected` body was seen and several receives in
+/// a row came back empty, or until the drain deadline. Returns every body received (with
+/// duplicates) and the number of failed receives.
+async fn drain(
+    clients: Vec<FerryClient<Channel>>,
+    queue: String,
+    expected: HashSet<String>,
+) -> (Vec<String>, usize) {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut received = Vec::new();
+    let mut seen = HashSet::new();
+    let mut empty_in_a_row = 0;
+    let mut errors = 0;
+    let mut call = 0;
+    while Instant::now() < deadline {
+        let mut client = clients[call % clients.len()].clone();
+        call += 1;
+        match common::receive_and_delete(&mut client, &queue, DRAIN_WAIT_SECONDS).await {
+            Err(status) => {
+                errors += 1;
+                eprintln!("drain {queue}: receive failed: {status:?}");
+                // Not waiting for a state: just not hammering a node that is still electing.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(messages) if messages.is_empty() => {
+                empty_in_a_row += 1;
+                if empty_in_a_row >= EMPTY_RECEIVES_TO_STOP && expected.is_subset(&seen) {
+                    break;
+                }
+            }
+            Ok(messages) => {
+                empty_in_a_row = 0;
+                for m in messages {
+                    seen.insert(m.body.clone());
+                    received.push(m.body);
+                }
+            }
+        }
+    }
+    (received, errors)
+}

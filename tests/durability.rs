@@ -1,0 +1,329 @@
+//! Durability of acknowledged messages across node stops, crashes and loss of quorum.
+//!
+//! What an acknowledgement promises: the message is committed on a quorum of its partition's
+//! replicas, so it survives any minority of nodes crashing, a restarted node catches up and then
+//! holds real replicas, and with a majority down the cluster refuses writes (`Unavailable` or
+//! `OutcomeUnknown`, promptly) instead of hanging or acknowledging what it cannot keep.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::{
+    error_code, receive_and_delete, send_bodies, wait_until, within, ClusterOptions, SendOutcome,
+    TestCluster,
+};
+use ferry_proto::v1::ferry_client::FerryClient;
+use ferry_proto::v1::{CreateQueueRequest, SendMessageRequest};
+use tonic::transport::Channel;
+
+const PARTITIONS: u32 = 2;
+/// Calls per batch: a healthy cluster, or one with a node down, acks on the first or second.
+const SEND_ATTEMPTS: usize = 3;
+/// A restarted node replays its log and receives what it missed.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Draining a thousand messages, 10 per call.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+const EMPTY_RECEIVES_TO_STOP: usize = 3;
+/// The server gives up on a quorum after ~10 s of internal retries; 20 s is the contract, plus
+/// slack for a loaded machine.
+const NO_QUORUM_TIMEOUT: Duration = Duration::from_secs(25);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_catches_up_and_holds_real_replicas() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let queue = "durable";
+    create(&mut cluster.client(1), queue).await;
+
+    // Phase 1: 500 messages with every node up.
+    let all = cluster.clients();
+    let mut ledger = Ledger::default();
+    ledger.send(&all, queue, "a", 500).await;
+    ledger.assert_all_acked("with every node up");
+
+    // Phase 2: node 3 stops cleanly; the other two are a quorum and keep taking writes.
+    cluster.terminate(3).await;
+    let two = [cluster.client(1), cluster.client(2)];
+    ledger.send(&two, queue, "b", 500).await;
+    ledger.assert_all_acked("with node 3 stopped");
+
+    // Phase 3: node 3 comes back and catches up on every group it hosts.
+    cluster.restart(3).await;
+    let partitions = cluster.queue_groups(queue).await;
+    assert_eq!(
+        partitions.len(),
+        PARTITIONS as usize,
+        "partitions of {queue}"
+    );
+    wait_until(
+        CATCH_UP_TIMEOUT,
+        "node 3 applied as far as each group's leader",
+        async || caught_up(&cluster, 3, &partitions).await,
+    )
+    .await;
+
+    // Phase 4: with node 1 crashed, nodes 2 and 3 serve everything: node 3's replicas are real.
+    cluster.kill(1);
+    let survivors = [cluster.client(2), cluster.client(3)];
+    let received = drain(&survivors, queue, &ledger.acked).await;
+    ledger.check_received(&received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quorum_sends_fail_promptly_and_nothing_acked_is_lost() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let queue = "quorum";
+    create(&mut cluster.client(1), queue).await;
+
+    // Phase 1: 300 acknowledged messages.
+    let all = cluster.clients();
+    let mut ledger = Ledger::default();
+    ledger.send(&all, queue, "a", 300).await;
+    ledger.assert_all_acked("with every node up");
+
+    // Phase 2: two of three nodes crash; the survivor must refuse a send, and say so in time.
+    cluster.kill(1);
+    cluster.kill(2);
+    let body = "sent-without-quorum".to_string();
+    ledger.attempted.insert(body.clone());
+    let started = Instant::now();
+    let result = within(
+        NO_QUORUM_TIMEOUT,
+        "SendMessage to the only survivor",
+        cluster.client(3).send_message(SendMessageRequest {
+            queue_name: queue.to_string(),
+            body: body.clone(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let status = match result {
+        Ok(response) => panic!("a send without quorum was acknowledged: {response:?}"),
+        Err(status) => status,
+    };
+    eprintln!(
+        "send without quorum failed after {:?} with {:?}",
+        started.elapsed(),
+        error_code(&status)
+    );
+    assert!(
+        matches!(error_code(&status), Some("Unavailable" | "OutcomeUnknown")),
+        "a send without quorum failed with the wrong error after {:?}: {status:?}",
+        started.elapsed()
+    );
+    if error_code(&status) == Some("Unavailable") {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    } else {
+        // OutcomeUnknown: it may have reached the survivor's log and commit once quorum is back.
+        ledger.unknown.insert(body);
+    }
+
+    // Phase 3: the crashed nodes come back; everything acknowledged before is still there.
+    cluster.spawn(1);
+    cluster.spawn(2);
+    for node in [1, 2, 3] {
+        cluster.wait_ready(node).await;
+    }
+    let received = drain(&cluster.clients(), queue, &ledger.acked).await;
+    ledger.check_received(&received);
+    cluster
+        .client(3)
+        .send_message(SendMessageRequest {
+            queue_name: queue.to_string(),
+            body: "after-recovery".to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("a send once quorum is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_crash_keeps_acknowledged_messages() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let queue = "crash";
+    create(&mut cluster.client(1), queue).await;
+
+    // Phase 1: 300 acknowledged messages.
+    let mut ledger = Ledger::default();
+    ledger.send(&cluster.clients(), queue, "a", 300).await;
+    ledger.assert_all_acked("with every node up");
+
+    // Phase 2: every node is SIGKILLed at once, then started again: an ack was on disk, not in
+    // some process's memory.
+    for node in [1, 2, 3] {
+        cluster.kill(node);
+    }
+    for node in [1, 2, 3] {
+        cluster.spawn(node);
+    }
+    for node in [1, 2, 3] {
+        cluster.wait_ready(node).await;
+    }
+    let received = drain(&cluster.clients(), queue, &ledger.acked).await;
+    ledger.check_received(&received);
+}
+
+async fn create(client: &mut FerryClient<Channel>, queue: &str) {
+    client
+        .create_queue(CreateQueueRequest {
+            queue_name: queue.to_string(),
+            partitions: PARTITIONS,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create {queue}: {e:?}"));
+}
+
+/// Every body sent, and what became of it.
+#[derive(Default)]
+struct Ledger {
+    attempted: HashSet<String>,
+    acked: HashSet<String>,
+    unknown: HashSet<String>,
+    not_acked: Vec<String>,
+}
+
+impl Ledger {
+    /// Sends `count` bodies named `<tag>-<i>` in batches of 10, spread over `clients`.
+    async fn send(
+        &mut self,
+        clients: &[FerryClient<Channel>],
+        queue: &str,
+        tag: &str,
+        count: usize,
+    ) {
+        for (call, start) in (0..count).step_by(10).enumerate() {
+            let bodies: Vec<String> = (start..(start + 10).min(count))
+                .map(|i| format!("{tag}-{i}"))
+                .collect();
+            self.attempted.extend(bodies.iter().cloned());
+            let SendOutcome {
+                acked,
+                unknown,
+                rejected,
+                unexpected,
+            } = send_bodies(clients, call % clients.len(), queue, bodies, SEND_ATTEMPTS).await;
+            assert!(
+                unexpected.is_empty(),
+                "unexpected send errors: {unexpected:?}"
+            );
+            self.acked.extend(acked);
+            self.not_acked.extend(unknown.iter().cloned());
+            self.not_acked.extend(rejected);
+            self.unknown.extend(unknown);
+        }
+    }
+
+    #[track_caller]
+    fn assert_all_acked(&self, when: &str) {
+        assert!(
+            self.not_acked.is_empty(),
+            "{} sends were not acknowledged {when}, e.g. {:?}",
+            self.not_acked.len(),
+            &self.not_acked[..self.not_acked.len().min(10)]
+        );
+    }
+
+    /// Every acknowledged body was received; nothing received was never sent.
+    fn check_received(&self, received: &HashMap<String, usize>) {
+        let duplicates: usize = received.values().map(|n| n - 1).sum();
+        eprintln!(
+            "acked {}, unknown {}, received {} distinct, {duplicates} duplicates",
+            self.acked.len(),
+            self.unknown.len(),
+            received.len()
+        );
+        let mut missing: Vec<&String> = self
+            .acked
+            .iter()
+            .filter(|b| !received.contains_key(*b))
+            .collect();
+        missing.sort();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged messages are lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+        let phantoms: Vec<&String> = received
+            .keys()
+            .filter(|b| !self.acked.contains(*b) && !self.unknown.contains(*b))
+            .collect();
+        let never_sent: Vec<&&String> = phantoms
+            .iter()
+            .filter(|b| !self.attempted.contains(**b))
+            .collect();
+        assert!(
+            phantoms.is_empty(),
+            "received messages that were refused or never sent: {phantoms:?} (never sent: \
+             {never_sent:?})"
+        );
+    }
+}
+
+/// Whether `node` has applied, in the catalog and in each of `partitions`, at least as far as
+/// that group's leader had when asked (the leader is asked first, so new entries arriving
+/// meanwhile cannot make this flap).
+async fn caught_up(cluster: &TestCluster, node: u64, partitions: &[u64]) -> bool {
+    for group in std::iter::once(0).chain(partitions.iter().copied()) {
+        let Some(leader) = cluster.leader_of(group).await else {
+            return false;
+        };
+        let Some(at_leader) = applied(cluster, leader, group).await else {
+            return false;
+        };
+        let Some(local) = applied(cluster, node, group).await else {
+            return false;
+        };
+        if local < at_leader {
+            return false;
+        }
+    }
+    true
+}
+
+/// `last_applied` of `group` on `node`, if the node answers and has applied anything.
+async fn applied(cluster: &TestCluster, node: u64, group: u64) -> Option<u64> {
+    let groups = cluster.try_groups(node).await?;
+    groups.iter().find(|g| g.group == group)?.last_applied
+}
+
+/// Receives and deletes through `clients` in turn until every `expected` body was seen and a few
+/// receives in a row came back empty. Returns how often each body was received.
+async fn drain(
+    clients: &[FerryClient<Channel>],
+    queue: &str,
+    expected: &HashSet<String>,
+) -> HashMap<String, usize> {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut received: HashMap<String, usize> = HashMap::new();
+    let mut empty_in_a_row = 0;
+    let mut call = 0;
+    while Instant::now() < deadline {
+        let mut client = clients[call % clients.len()].clone();
+        call += 1;
+        match receive_and_delete(&mut client, queue, 1).await {
+            Err(status) => {
+                eprintln!("drain {queue}: receive failed: {status:?}");
+                // Not waiting for a state: only not hammering a node that is still electing.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(messages) if messages.is_empty() => {
+                empty_in_a_row += 1;
+                if empty_in_a_row >= EMPTY_RECEIVES_TO_STOP
+                    && expected.iter().all(|b| received.contains_key(b))
+                {
+                    break;
+                }
+            }
+            Ok(messages) => {
+                empty_in_a_row = 0;
+                for m in messages {
+                    *received.entry(m.body).or_default() += 1;
+                }
+            }
+        }
+    }
+    received
+}

@@ -1,0 +1,313 @@
+//! Visibility timeouts, receipt handles, delays and long polling, as SQS defines them, through
+//! the gRPC API of a 3-node cluster (requests go to different nodes, so forwarding is exercised).
+//!
+//! Proves: an undeleted message comes back after its visibility timeout with its receive count
+//! incremented; an old receipt handle can still delete (SQS accepts it) but it deletes nothing once
+//! the message was received again, and it cannot change visibility; the current handle deletes for
+//! good; a garbage handle is refused; a delayed message is hidden for its delay; a long poll
+//! returns as soon as a message arrives.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{
+    assert_code, receive_request, wait_for, wait_until, within, ClusterOptions, TestCluster,
+};
+use ferry_proto::v1::ferry_client::FerryClient;
+use ferry_proto::v1::{
+    ChangeMessageVisibilityRequest, CreateQueueRequest, DeleteMessageRequest,
+    GetQueueAttributesRequest, Message, SendMessageRequest,
+};
+use tonic::transport::Channel;
+
+/// The queue's visibility timeout in the redelivery phase.
+const SHORT_VISIBILITY: &str = "1";
+/// A message comes back within a few seconds of a 1 s visibility timeout.
+const REDELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Visibility given to receives that must keep the message in flight during a check.
+const HOLD_VISIBILITY: u32 = 60;
+/// How long a deleted message must stay gone.
+const GONE_FOR: Duration = Duration::from_secs(5);
+/// Approximate counters may trail the state by a moment.
+const COUNTERS_TIMEOUT: Duration = Duration::from_secs(10);
+const DELAY_SECONDS: u32 = 2;
+/// A delayed message must not show up much before its delay (clock granularity slack).
+const DELAY_SLACK: Duration = Duration::from_millis(300);
+/// ... and must show up soon after it.
+const DELAY_TIMEOUT: Duration = Duration::from_secs(10);
+const LONG_POLL_SECONDS: u32 = 10;
+/// A long poll must return this soon after the send, well before its 10 s.
+const LONG_POLL_WAKEUP: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visibility_receipt_handles_delay_and_long_poll() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut c1 = cluster.client(1);
+    let mut c2 = cluster.client(2);
+    let mut c3 = cluster.client(3);
+
+    // Phase 1: a received, undeleted message comes back after the visibility timeout.
+    let queue = "vis";
+    create(
+        &mut c1,
+        queue,
+        HashMap::from([(
+            "VisibilityTimeout".to_string(),
+            SHORT_VISIBILITY.to_string(),
+        )]),
+    )
+    .await;
+    let body = "come back to me";
+    send(&mut c2, queue, body, None).await;
+    let first = wait_for(REDELIVERY_TIMEOUT, "first receive", async || {
+        receive_one(&mut c3, queue, 1, None).await
+    })
+    .await;
+    assert_eq!(first.body, body);
+    assert_eq!(receive_count(&first), "1", "first receive: {first:?}");
+    let second = wait_for(
+        REDELIVERY_TIMEOUT,
+        "the undeleted message is received again",
+        async || receive_one(&mut c1, queue, 1, Some(HOLD_VISIBILITY)).await,
+    )
+    .await;
+    assert_eq!(second.body, body);
+    assert_eq!(second.message_id, first.message_id);
+    assert_eq!(receive_count(&second), "2", "second receive: {second:?}");
+    assert_ne!(
+        second.receipt_handle, first.receipt_handle,
+        "each receive gives a new receipt handle"
+    );
+
+    // Phase 2: the first handle is stale. Deleting with it succeeds, as in SQS, but deletes
+    // nothing: the message is still there.
+    delete(&mut c2, queue, &first.receipt_handle)
+        .await
+        .expect("DeleteMessage with a stale handle succeeds");
+    // Make it visible right away with the current handle, which also proves it still exists.
+    change_visibility(&mut c3, queue, &second.receipt_handle, 0)
+        .await
+        .expect("ChangeMessageVisibility(0) with the current handle");
+    assert_code(
+        change_visibility(&mut c1, queue, &first.receipt_handle, 10).await,
+        "MessageNotInflight",
+        "ChangeMessageVisibility with a stale handle of a visible message",
+    );
+    let third = wait_for(
+        REDELIVERY_TIMEOUT,
+        "the message is receivable after the stale delete",
+        async || receive_one(&mut c2, queue, 1, Some(HOLD_VISIBILITY)).await,
+    )
+    .await;
+    assert_eq!(third.message_id, first.message_id);
+    assert_eq!(receive_count(&third), "3", "third receive: {third:?}");
+    assert_code(
+        change_visibility(&mut c3, queue, &first.receipt_handle, 10).await,
+        "MessageNotInflight",
+        "ChangeMessageVisibility with a stale handle of a message in flight under a newer one",
+    );
+
+    // Phase 3: the current handle deletes for good.
+    delete(&mut c3, queue, &third.receipt_handle)
+        .await
+        .expect("DeleteMessage with the current handle");
+    let gone_since = Instant::now();
+    let mut clients = [c1.clone(), c2.clone(), c3.clone()];
+    let mut i = 0;
+    while gone_since.elapsed() < GONE_FOR {
+        let got = receive_one(&mut clients[i % 3], queue, 2, None).await;
+        assert!(got.is_none(), "a deleted message was received: {got:?}");
+        i += 1;
+    }
+    wait_until(
+        COUNTERS_TIMEOUT,
+        "the queue counts no message",
+        async || {
+            let attributes = c1
+                .get_queue_attributes(GetQueueAttributesRequest {
+                    queue_name: queue.to_string(),
+                    attribute_names: vec![
+                        "ApproximateNumberOfMessages".to_string(),
+                        "ApproximateNumberOfMessagesNotVisible".to_string(),
+                    ],
+                })
+                .await
+                .expect("GetQueueAttributes")
+                .into_inner()
+                .attributes;
+            let count = |name: &str| -> u64 {
+                attributes
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{name} missing from {attributes:?}"))
+                    .parse()
+                    .expect("a number")
+            };
+            count("ApproximateNumberOfMessages") + count("ApproximateNumberOfMessagesNotVisible")
+                == 0
+        },
+    )
+    .await;
+
+    // Phase 4: a handle that was never issued is refused as invalid, not as not-in-flight.
+    assert_code(
+        delete(&mut c1, queue, "not-a-receipt-handle").await,
+        "ReceiptHandleIsInvalid",
+        "DeleteMessage with a garbage handle",
+    );
+    assert_code(
+        change_visibility(&mut c2, queue, "not-a-receipt-handle", 10).await,
+        "ReceiptHandleIsInvalid",
+        "ChangeMessageVisibility with a garbage handle",
+    );
+
+    // Phase 5: a message sent with DelaySeconds stays hidden for the delay.
+    let delayed_queue = "vis-delay";
+    create(&mut c1, delayed_queue, HashMap::new()).await;
+    let before_send = Instant::now();
+    send(&mut c2, delayed_queue, "later", Some(DELAY_SECONDS)).await;
+    let early = receive_one(&mut c3, delayed_queue, 0, None).await;
+    if before_send.elapsed() < Duration::from_secs(DELAY_SECONDS.into()) - DELAY_SLACK {
+        assert!(
+            early.is_none(),
+            "a delayed message was received at once: {early:?}"
+        );
+    }
+    let delayed = wait_for(
+        DELAY_TIMEOUT,
+        "the delayed message is received",
+        async || receive_one(&mut c3, delayed_queue, 1, None).await,
+    )
+    .await;
+    assert_eq!(delayed.body, "later");
+    let waited = before_send.elapsed();
+    assert!(
+        waited >= Duration::from_secs(DELAY_SECONDS.into()) - DELAY_SLACK,
+        "a message delayed {DELAY_SECONDS} s was received after {waited:?}"
+    );
+
+    // Phase 6: a long poll waiting on one node returns soon after a send through another.
+    let poll_queue = "vis-long-poll";
+    create(&mut c1, poll_queue, HashMap::new()).await;
+    let mut poller = c3.clone();
+    let poll = tokio::spawn(async move {
+        let started = Instant::now();
+        let messages = poller
+            .receive_message(receive_request(poll_queue, 1, LONG_POLL_SECONDS))
+            .await
+            .expect("long-poll ReceiveMessage")
+            .into_inner()
+            .messages;
+        (messages, started.elapsed(), Instant::now())
+    });
+    // Give the poll time to reach the server; if it has not, the test still holds, it just
+    // proves less.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send(&mut c1, poll_queue, "wake up", None).await;
+    let sent_at = Instant::now();
+    let (messages, poll_took, returned_at) = within(
+        Duration::from_secs(LONG_POLL_SECONDS.into()) + common::RPC_TIMEOUT,
+        "the long poll",
+        poll,
+    )
+    .await
+    .expect("long-poll task");
+    assert_eq!(
+        messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["wake up"],
+        "the long poll returned the wrong messages (after {poll_took:?})"
+    );
+    let after_send = returned_at.saturating_duration_since(sent_at);
+    assert!(
+        after_send < LONG_POLL_WAKEUP,
+        "the long poll returned {after_send:?} after the send ({poll_took:?} in all)"
+    );
+}
+
+async fn create(
+    client: &mut FerryClient<Channel>,
+    queue: &str,
+    attributes: HashMap<String, String>,
+) {
+    client
+        .create_queue(CreateQueueRequest {
+            queue_name: queue.to_string(),
+            attributes,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create {queue}: {e:?}"));
+}
+
+async fn send(client: &mut FerryClient<Channel>, queue: &str, body: &str, delay: Option<u32>) {
+    client
+        .send_message(SendMessageRequest {
+            queue_name: queue.to_string(),
+            body: body.to_string(),
+            delay_seconds: delay,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("send to {queue}: {e:?}"));
+}
+
+/// At most one message, with all system attributes.
+async fn receive_one(
+    client: &mut FerryClient<Channel>,
+    queue: &str,
+    wait_seconds: u32,
+    visibility: Option<u32>,
+) -> Option<Message> {
+    let mut request = receive_request(queue, 1, wait_seconds);
+    request.visibility_timeout = visibility;
+    let mut messages = client
+        .receive_message(request)
+        .await
+        .unwrap_or_else(|e| panic!("receive from {queue}: {e:?}"))
+        .into_inner()
+        .messages;
+    assert!(
+        messages.len() <= 1,
+        "asked for one message, got {messages:?}"
+    );
+    messages.pop()
+}
+
+fn receive_count(message: &Message) -> &str {
+    message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .map(String::as_str)
+        .unwrap_or("<missing>")
+}
+
+async fn delete(
+    client: &mut FerryClient<Channel>,
+    queue: &str,
+    handle: &str,
+) -> Result<(), tonic::Status> {
+    client
+        .delete_message(DeleteMessageRequest {
+            queue_name: queue.to_string(),
+            receipt_handle: handle.to_string(),
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn change_visibility(
+    client: &mut FerryClient<Channel>,
+    queue: &str,
+    handle: &str,
+    seconds: u32,
+) -> Result<(), tonic::Status> {
+    client
+        .change_message_visibility(ChangeMessageVisibilityRequest {
+            queue_name: queue.to_string(),
+            receipt_handle: handle.to_string(),
+            visibility_timeout: seconds,
+        })
+        .await
+        .map(|_| ())
+}
