@@ -70,6 +70,47 @@ async fn restarted_node_catches_up_and_holds_real_replicas() {
     ledger.check_received(&received);
 }
 
+/// A replica that missed more than the log keeps behind a snapshot is brought back by a snapshot
+/// transfer, and afterwards holds every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replica_catches_up_from_a_snapshot() {
+    let options = ClusterOptions {
+        snapshot_entries: Some(20),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = TestCluster::start(3, options).await;
+    let queue = "snapshotted";
+    create(&mut cluster.client(1), queue).await;
+    cluster.terminate(3).await;
+
+    // Far more log entries than the 20-entry snapshot interval (and its 4-entry tail) while node 3 is
+    // down, so its partitions' leaders have purged what it would need to replay.
+    let two = [cluster.client(1), cluster.client(2)];
+    let mut ledger = Ledger::default();
+    ledger.send(&two, queue, "s", 1_000).await;
+    ledger.assert_all_acked("with node 3 stopped");
+
+    cluster.restart(3).await;
+    let partitions = cluster.queue_groups(queue).await;
+    wait_until(
+        CATCH_UP_TIMEOUT,
+        "node 3 caught up from snapshots",
+        async || caught_up(&cluster, 3, &partitions).await,
+    )
+    .await;
+    assert!(
+        cluster
+            .log_text(3)
+            .contains("installing snapshot from leader"),
+        "node 3 should have caught up through a snapshot transfer"
+    );
+
+    cluster.kill(1);
+    let survivors = [cluster.client(2), cluster.client(3)];
+    let received = drain(&survivors, queue, &ledger.acked).await;
+    ledger.check_received(&received);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_quorum_sends_fail_promptly_and_nothing_acked_is_lost() {
     let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;

@@ -311,3 +311,79 @@ async fn change_visibility(
         .await
         .map(|_| ())
 }
+
+/// The shortest retention SQS allows.
+const RETENTION_SECONDS: u64 = 60;
+/// Expiry runs once a second on each leader; allow for a loaded machine.
+const EXPIRY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A message past its queue's retention period is removed by the partition leader's housekeeping
+/// (a replicated command), and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_period_expires_messages() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut client = cluster.client(2);
+    let queue = "retention";
+    create(
+        &mut client,
+        queue,
+        HashMap::from([(
+            "MessageRetentionPeriod".to_string(),
+            RETENTION_SECONDS.to_string(),
+        )]),
+    )
+    .await;
+    send(&mut client, queue, "short-lived", None).await;
+    let sent = Instant::now();
+
+    let stored = async |client: &mut FerryClient<Channel>| -> u64 {
+        let attributes = client
+            .get_queue_attributes(GetQueueAttributesRequest {
+                queue_name: queue.to_string(),
+                attribute_names: vec!["All".to_string()],
+            })
+            .await
+            .expect("GetQueueAttributes")
+            .into_inner()
+            .attributes;
+        [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        .iter()
+        .map(|name| {
+            attributes
+                .get(*name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+    };
+    assert_eq!(
+        stored(&mut client).await,
+        1,
+        "the message is stored after the send"
+    );
+    wait_until(
+        Duration::from_secs(RETENTION_SECONDS) + EXPIRY_TIMEOUT,
+        "the message expires",
+        async || stored(&mut cluster.client(3)).await == 0,
+    )
+    .await;
+    assert!(
+        sent.elapsed() >= Duration::from_secs(RETENTION_SECONDS - 1),
+        "expired after {:?}, before its {RETENTION_SECONDS} s retention period",
+        sent.elapsed()
+    );
+    let received = client
+        .receive_message(receive_request(queue, 10, 1))
+        .await
+        .expect("ReceiveMessage")
+        .into_inner()
+        .messages;
+    assert!(
+        received.is_empty(),
+        "an expired message was delivered: {received:?}"
+    );
+}

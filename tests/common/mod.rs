@@ -58,6 +58,8 @@ pub struct ClusterOptions {
     pub default_partitions: u32,
     /// `--replication-factor`.
     pub replication_factor: u32,
+    /// `--snapshot-entries`, if not the node's default.
+    pub snapshot_entries: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -65,6 +67,7 @@ impl Default for ClusterOptions {
         Self {
             default_partitions: 4,
             replication_factor: 3,
+            snapshot_entries: None,
         }
     }
 }
@@ -232,6 +235,9 @@ impl TestCluster {
             .arg(options.default_partitions.to_string())
             .arg("--replication-factor")
             .arg(options.replication_factor.to_string());
+        if let Some(entries) = options.snapshot_entries {
+            cmd.arg("--snapshot-entries").arg(entries.to_string());
+        }
         for peer in &peers {
             cmd.arg("--peer").arg(peer);
         }
@@ -242,6 +248,11 @@ impl TestCluster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
         node.child = Some(cmd.spawn().expect("spawn the ferry binary"));
+    }
+
+    /// Everything node `id` has logged so far.
+    pub fn log_text(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
     }
 
     /// Waits until node `id` answers 200 on `/readyz`; fails early if its process exits.

@@ -21,6 +21,8 @@ pub struct SendInput {
     pub trace_header: Option<String>,
     pub message_group_id: Option<String>,
     pub message_deduplication_id: Option<String>,
+    /// The caller's identity for the SenderId system attribute; the configured default if absent.
+    pub sender_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,4 +64,19 @@ pub type BatchOutcome<T> = Vec<(String, Result<T, FerryError>)>;
 pub struct ListQueuesOutput {
     pub names: Vec<String>,
     pub next_token: Option<String>,
+}
+
+/// A message move task as ListMessageMoveTasks reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveTaskInfo {
+    /// Present while the task is RUNNING.
+    pub task_handle: Option<String>,
+    pub status: String,
+    pub source_arn: String,
+    pub destination_arn: Option<String>,
+    pub max_per_second: Option<u32>,
+    pub moved: u64,
+    pub to_move: Option<u64>,
+    pub failure_reason: Option<String>,
+    pub started_at_ms: u64,
 }

@@ -8,6 +8,7 @@
 mod api;
 pub mod attributes;
 mod leader;
+mod permissions;
 mod request;
 mod routing;
 pub mod validate;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_catalog::{CatalogCommand, CatalogResult, Partition, QueueRecord};
+use ferry_catalog::{CatalogCommand, CatalogResult, Partition, Permission, QueueRecord};
 use ferry_queue::{
     DeleteOutcome, HandleRef, NewMessage, QueueCommand, QueueResult, VisibilityChange,
     VisibilityError,
@@ -206,10 +207,12 @@ impl Broker {
         } else {
             Default::default()
         };
-        Ok(attributes::select(
-            attributes::all(&queue, counts, &self.queue_arn(&queue.name)),
-            names,
-        ))
+        let arn = self.queue_arn(&queue.name);
+        let mut all = attributes::all(&queue, counts, &arn);
+        if !all.contains_key("Policy") && !queue.permissions.is_empty() {
+            all.insert("Policy".into(), permissions::policy_document(&queue, &arn));
+        }
+        Ok(attributes::select(all, names))
     }
 
     pub async fn set_queue_attributes(
@@ -274,6 +277,145 @@ impl Broker {
         name: &str,
     ) -> Result<BTreeMap<String, String>, FerryError> {
         Ok(self.current_queue(name).await?.tags)
+    }
+
+    /// Grants accounts the right to call actions on a queue (a statement of its Policy).
+    pub async fn add_permission(
+        &self,
+        name: &str,
+        label: &str,
+        account_ids: Vec<String>,
+        actions: Vec<String>,
+    ) -> Result<(), FerryError> {
+        permissions::check_label(label)?;
+        permissions::check_grant(&account_ids, &actions)?;
+        let queue = self.queue(name).await?;
+        let permission = Permission {
+            account_ids,
+            actions,
+        };
+        let command = CatalogCommand::AddPermission {
+            name: queue.name,
+            label: label.to_owned(),
+            permission,
+        };
+        self.catalog(command).await.map(drop)
+    }
+
+    pub async fn remove_permission(&self, name: &str, label: &str) -> Result<(), FerryError> {
+        let queue = self.queue(name).await?;
+        self.catalog(CatalogCommand::RemovePermission {
+            name: queue.name,
+            label: label.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Queues whose RedrivePolicy names this queue as their dead-letter queue, in name order.
+    pub async fn list_dead_letter_source_queues(
+        &self,
+        name: &str,
+        max_results: Option<u32>,
+        next_token: Option<&str>,
+    ) -> Result<ListQueuesOutput, FerryError> {
+        if let Some(max) = max_results {
+            check_range("MaxResults", max, 1, MAX_LIST_RESULTS)?;
+        }
+        let after = next_token.map(decode_token).transpose()?;
+        let dead_letter = self.current_queue(name).await?;
+        let arn = self.queue_arn(&dead_letter.name);
+        let catalog = self.multi.catalog().borrow().clone();
+        let limit = max_results.unwrap_or(MAX_LIST_RESULTS) as usize;
+        let mut names: Vec<String> = catalog
+            .queues
+            .values()
+            .filter(|queue| {
+                after
+                    .as_ref()
+                    .is_none_or(|after| queue.name.as_str() > after.as_str())
+            })
+            .filter(|queue| permissions::dead_letter_target(queue).as_deref() == Some(arn.as_str()))
+            .map(|queue| queue.name.clone())
+            .take(limit + 1)
+            .collect();
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let next_token = (more && max_results.is_some())
+            .then(|| names.last().map(|name| encode_token(name)))
+            .flatten();
+        Ok(ListQueuesOutput { names, next_token })
+    }
+
+    /// Starts moving a dead-letter queue's messages back. Validated as SQS does; moving itself is not
+    /// built yet, so a valid request is refused as unsupported.
+    pub async fn start_message_move_task(
+        &self,
+        source_arn: &str,
+        destination_arn: Option<&str>,
+        max_per_second: Option<u32>,
+    ) -> Result<String, FerryError> {
+        let source = self.queue_by_arn(source_arn).await?;
+        if let Some(rate) = max_per_second {
+            check_range("MaxNumberOfMessagesPerSecond", rate, 1, 500)?;
+        }
+        if let Some(destination) = destination_arn {
+            self.queue_by_arn(destination).await?;
+        }
+        let arn = self.queue_arn(&source.name);
+        let catalog = self.multi.catalog().borrow().clone();
+        if !catalog
+            .queues
+            .values()
+            .any(|queue| permissions::dead_letter_target(queue).as_deref() == Some(arn.as_str()))
+        {
+            return Err(FerryError::invalid(
+                "Source queue must be configured as a Dead Letter Queue.",
+            ));
+        }
+        Err(FerryError::new(
+            ErrorCode::UnsupportedOperation,
+            "Message move tasks are not available in this version of Ferry.",
+        ))
+    }
+
+    /// Cancels a running move task. No task can be running in this version, so every handle is
+    /// unknown.
+    pub async fn cancel_message_move_task(&self, task_handle: &str) -> Result<u64, FerryError> {
+        let shown: String = task_handle.chars().take(64).collect();
+        Err(FerryError::new(
+            ErrorCode::ResourceNotFound,
+            format!("Task does not exist: {shown}"),
+        ))
+    }
+
+    /// The move tasks of a source queue, most recent first (none can exist in this version).
+    pub async fn list_message_move_tasks(
+        &self,
+        source_arn: &str,
+        max_results: Option<u32>,
+    ) -> Result<Vec<MoveTaskInfo>, FerryError> {
+        if let Some(max) = max_results {
+            check_range("MaxResults", max, 1, 10)?;
+        }
+        self.queue_by_arn(source_arn).await?;
+        Ok(Vec::new())
+    }
+
+    /// The queue an ARN of this cluster names.
+    async fn queue_by_arn(&self, arn: &str) -> Result<QueueRecord, FerryError> {
+        let not_found = || {
+            FerryError::new(
+                ErrorCode::ResourceNotFound,
+                "The resource that you specified for the SourceArn parameter doesn't exist.",
+            )
+        };
+        let prefix = format!(
+            "arn:aws:sqs:{}:{}:",
+            self.config.region, self.config.account_id
+        );
+        let name = arn.strip_prefix(&prefix).ok_or_else(not_found)?;
+        self.current_queue(name).await.map_err(|_| not_found())
     }
 
     // ---- messages ----
@@ -359,7 +501,9 @@ impl Broker {
             body: Bytes::from(input.body),
             attributes: input.attributes,
             trace_header: input.trace_header,
-            sender_id: self.config.sender_id.clone(),
+            sender_id: input
+                .sender_id
+                .unwrap_or_else(|| self.config.sender_id.clone()),
             delay_seconds,
         };
         Ok((message, output))

@@ -47,6 +47,15 @@ pub struct QueueRecord {
     pub modified_at_ms: u64,
     pub last_purge_at_ms: Option<u64>,
     pub partitions: Vec<Partition>,
+    /// Statements added with AddPermission, by label.
+    pub permissions: BTreeMap<String, Permission>,
+}
+
+/// An AddPermission grant: these accounts may call these actions on the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    pub account_ids: Vec<String>,
+    pub actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +84,15 @@ pub enum CatalogCommand {
     UntagQueue {
         name: String,
         keys: Vec<String>,
+    },
+    AddPermission {
+        name: String,
+        label: String,
+        permission: Permission,
+    },
+    RemovePermission {
+        name: String,
+        label: String,
     },
     /// Records a purge; refused within [`PURGE_INTERVAL_MS`] of the previous one.
     StartPurge {
@@ -129,6 +147,29 @@ pub fn apply(
             for key in keys {
                 queue.tags.remove(key);
             }
+            Ok(())
+        })?,
+        CatalogCommand::AddPermission {
+            name,
+            label,
+            permission,
+        } => update(store, name, |queue| {
+            if queue.permissions.contains_key(label) {
+                return Err(FerryError::invalid(format!(
+                    "Value {label} for parameter Label is invalid. Reason: Already exists."
+                )));
+            }
+            queue.permissions.insert(label.clone(), permission.clone());
+            queue.modified_at_ms = now_ms;
+            Ok(())
+        })?,
+        CatalogCommand::RemovePermission { name, label } => update(store, name, |queue| {
+            if queue.permissions.remove(label).is_none() {
+                return Err(FerryError::invalid(format!(
+                    "Value {label} for parameter Label is invalid. Reason: can't find label on existing policy."
+                )));
+            }
+            queue.modified_at_ms = now_ms;
             Ok(())
         })?,
         CatalogCommand::StartPurge { name } => update(store, name, |queue| {
@@ -277,6 +318,7 @@ fn create_queue(
         modified_at_ms: now_ms,
         last_purge_at_ms: None,
         partitions,
+        permissions: BTreeMap::new(),
     };
     store.put(META_KEY.to_vec(), encode(&meta)?);
     store.put(key(QUEUE_PREFIX, name), encode(&queue)?);

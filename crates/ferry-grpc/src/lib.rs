@@ -313,6 +313,7 @@ impl Ferry for FerryService {
                 trace_header: r.trace_header,
                 message_group_id: r.message_group_id,
                 message_deduplication_id: r.message_deduplication_id,
+                sender_id: None,
             };
             self.broker.send_message(&r.queue_name, input).await
         };
@@ -337,6 +338,7 @@ impl Ferry for FerryService {
                         trace_header: entry.trace_header,
                         message_group_id: entry.message_group_id,
                         message_deduplication_id: entry.message_deduplication_id,
+                        sender_id: None,
                     },
                 )),
                 Err(error) => malformed.push((entry.id, Err(error))),

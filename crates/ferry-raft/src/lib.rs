@@ -13,7 +13,7 @@ mod service;
 mod state_machine;
 mod types;
 
-pub use multi::{GroupHandle, MultiRaft};
+pub use multi::{GroupHandle, MultiRaft, DEFAULT_SNAPSHOT_ENTRIES};
 pub use network::{ForwardError, RaftRouter, MAX_INTERNAL_MESSAGE_BYTES};
 pub use service::{ForwardHandler, InternalService};
 pub use state_machine::{Catalog, GroupSignals, GroupStateMachine};

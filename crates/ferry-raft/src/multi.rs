@@ -21,10 +21,9 @@ use crate::types::Raft;
 const HEARTBEAT_MS: u64 = 200;
 const ELECTION_MIN_MS: u64 = 1_000;
 const ELECTION_MAX_MS: u64 = 2_000;
-/// Entries between snapshots; behind the snapshot only a short tail of the log is kept, so a replica
-/// further behind catches up from the snapshot.
-const SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
-const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 1_000;
+/// Entries between snapshots, by default; behind a snapshot only a tail of a fifth as many entries is
+/// kept, so a replica further behind catches up from the snapshot.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 5_000;
 
 /// A running group on this node.
 #[derive(Clone)]
@@ -73,6 +72,7 @@ impl MultiRaft {
         db: Arc<NodeDb>,
         router: RaftRouter,
         members: BTreeMap<NodeId, String>,
+        snapshot_entries: u64,
     ) -> io::Result<Arc<Self>> {
         for (node, addr) in &members {
             router.set_address(*node, addr);
@@ -82,8 +82,8 @@ impl MultiRaft {
             heartbeat_interval: HEARTBEAT_MS,
             election_timeout_min: ELECTION_MIN_MS,
             election_timeout_max: ELECTION_MAX_MS,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
-            max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_entries),
+            max_in_snapshot_log_to_keep: snapshot_entries / 5,
             max_payload_entries: 256,
             enable_pre_vote: Some(true),
             ..Config::default()

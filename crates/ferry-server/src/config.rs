@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ferry_broker::BrokerConfig;
+use ferry_raft::DEFAULT_SNAPSHOT_ENTRIES;
 use ferry_types::NodeId;
 use serde::Deserialize;
 
@@ -42,6 +43,9 @@ pub struct ServeArgs {
     /// Replicas of every partition.
     #[arg(long, env = "FERRY_REPLICATION_FACTOR")]
     pub replication_factor: Option<u32>,
+    /// Raft log entries of a group between snapshots.
+    #[arg(long, env = "FERRY_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
 }
 
 /// The configuration file. Unknown keys are refused so a typo does not pass silently.
@@ -62,6 +66,7 @@ pub struct FileConfig {
     pub account_id: Option<String>,
     pub receipt_secret: Option<String>,
     pub request_timeout_ms: Option<u64>,
+    pub snapshot_entries: Option<u64>,
 }
 
 /// A validated node configuration.
@@ -73,6 +78,7 @@ pub struct NodeConfig {
     pub sqs_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub peers: BTreeMap<NodeId, String>,
+    pub snapshot_entries: u64,
     pub broker: BrokerConfig,
 }
 
@@ -134,8 +140,16 @@ impl ServeArgs {
                 ferry_broker::MAX_PARTITIONS
             );
         }
+        let snapshot_entries = self
+            .snapshot_entries
+            .or(file.snapshot_entries)
+            .unwrap_or(DEFAULT_SNAPSHOT_ENTRIES);
+        if snapshot_entries < 10 {
+            bail!("snapshot_entries must be at least 10");
+        }
         Ok(NodeConfig {
             node_id,
+            snapshot_entries,
             data_dir: self
                 .data_dir
                 .clone()
@@ -237,5 +251,6 @@ mod tests {
         assert_eq!(file.default_partitions, Some(DEFAULT_PARTITIONS));
         assert_eq!(file.replication_factor, Some(DEFAULT_REPLICATION_FACTOR));
         assert_eq!(file.request_timeout_ms, Some(DEFAULT_REQUEST_TIMEOUT_MS));
+        assert_eq!(file.snapshot_entries, Some(DEFAULT_SNAPSHOT_ENTRIES));
     }
 }

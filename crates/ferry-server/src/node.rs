@@ -43,6 +43,7 @@ pub async fn run(
         db.clone(),
         RaftRouter::default(),
         config.peers.clone(),
+        config.snapshot_entries,
     )?;
     let broker = Broker::new(multi.clone(), config.broker.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
