@@ -183,6 +183,11 @@ impl TestCluster {
         self.node(id).grpc
     }
 
+    /// Node `id`'s SQS-compatible HTTP endpoint.
+    pub fn sqs_addr(&self, id: u64) -> SocketAddr {
+        self.node(id).sqs
+    }
+
     /// A client of node `id`. The channel connects lazily, so this works for a node that is down
     /// (its calls fail) and reconnects after a restart.
     pub fn client(&self, id: u64) -> FerryClient<Channel> {

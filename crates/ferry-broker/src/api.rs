@@ -44,6 +44,8 @@ pub struct ReceiveInput {
     pub system_attribute_names: Vec<String>,
     /// Message attributes to return: names, `All`, `.*` or `prefix.*`.
     pub message_attribute_names: Vec<String>,
+    /// FIFO: a retry with the same id within 5 minutes returns the same messages and handles.
+    pub attempt_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

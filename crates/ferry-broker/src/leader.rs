@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_queue::{
-    HandleRef, NewMessage, QueueCommand, QueueResult, SentMessage, VisibilityChange,
+    HandleRef, NewMessage, QueueCommand, QueueResult, ReceiveCommand, SentMessage, VisibilityChange,
 };
 use ferry_raft::{Command, CommandBody, CommandResult, GroupHandle, MultiRaft};
 use ferry_types::{FerryError, GroupId};
@@ -73,17 +73,12 @@ impl LocalLeader {
                 )))
             }
             GroupRequest::Propose(body) => propose(&handle, body).await.map(GroupReply::Applied),
-            GroupRequest::Receive {
-                max,
-                visibility_timeout_s,
-                wait_ms,
-            } => {
+            GroupRequest::Receive { command, wait_ms } => {
                 let (reply_tx, reply_rx) = oneshot::channel();
                 let poll = LongPoll {
                     multi: self.multi.clone(),
                     handle,
-                    max,
-                    visibility_timeout_s,
+                    command,
                     wait_ms,
                 };
                 // The poll runs on its own task so that messages it takes after the caller has gone
@@ -293,8 +288,7 @@ pub(crate) async fn propose(
 struct LongPoll {
     multi: Arc<MultiRaft>,
     handle: GroupHandle,
-    max: u32,
-    visibility_timeout_s: u32,
+    command: ReceiveCommand,
     wait_ms: u64,
 }
 
@@ -306,6 +300,7 @@ impl LongPoll {
                 QueueResult::Received(Vec::new()),
             )))
         };
+        let mut first = true;
         let result = loop {
             // Registered before the check, so an apply between the check and the wait still wakes us.
             let applied = self.handle.signals.applied.notified();
@@ -316,15 +311,21 @@ impl LongPoll {
             }
             let now = leader_now(&self.handle);
             let state = self.multi.read_state(self.handle.group);
-            match ferry_queue::has_visible_message(&state, now) {
+            // A retried attempt must get its earlier messages back even though they are in flight.
+            let retried_attempt = first && self.command.attempt_id.is_some();
+            first = false;
+            let receivable = ferry_queue::has_receivable_message(
+                &state,
+                now,
+                self.command.fifo,
+                self.command.max_receive_count,
+            );
+            match receivable {
                 Err(error) => {
                     break Err(ExecError::Failed(FerryError::internal(error.to_string())))
                 }
-                Ok(true) => {
-                    let command = QueueCommand::Receive {
-                        max: self.max,
-                        visibility_timeout_s: self.visibility_timeout_s,
-                    };
+                Ok(receivable) if receivable || retried_attempt => {
+                    let command = QueueCommand::Receive(self.command.clone());
                     match propose(&self.handle, CommandBody::Queue(command)).await {
                         Ok(CommandResult::Queue(QueueResult::Received(messages)))
                             if messages.is_empty() => {}
@@ -332,7 +333,7 @@ impl LongPoll {
                         Err(error) => break Err(error),
                     }
                 }
-                Ok(false) => {}
+                Ok(_) => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 break empty();

@@ -7,8 +7,10 @@
 
 mod api;
 pub mod attributes;
+mod fifo;
 mod leader;
 mod permissions;
+mod redrive;
 mod request;
 mod routing;
 pub mod validate;
@@ -21,8 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_catalog::{CatalogCommand, CatalogResult, Partition, Permission, QueueRecord};
 use ferry_queue::{
-    DeleteOutcome, HandleRef, NewMessage, QueueCommand, QueueResult, VisibilityChange,
-    VisibilityError,
+    DeleteOutcome, HandleRef, NewMessage, QueueCommand, QueueResult, ReceiveCommand, SentMessage,
+    VisibilityChange, VisibilityError,
 };
 use ferry_raft::{CommandBody, CommandResult, ForwardHandler, MultiRaft};
 use ferry_types::{
@@ -52,6 +54,8 @@ const MAX_LIST_RESULTS: u32 = 1_000;
 /// How often each leader looks for messages past their retention period.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 const EXPIRE_PER_ROUND: u32 = 1_000;
+/// Dead-lettered messages a partition leader moves per housekeeping round.
+const DEAD_LETTERS_PER_ROUND: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -124,18 +128,25 @@ impl Broker {
         partitions: u32,
     ) -> Result<QueueInfo, FerryError> {
         let name = QueueName::parse(name)?;
-        if name.is_fifo() {
-            return Err(FerryError::new(
-                ErrorCode::UnsupportedOperation,
-                "FIFO queues are not available in this version of Ferry.",
-            ));
-        }
-        let attributes = attributes::validate(&attributes, name.is_fifo(), true)?;
+        let mut attributes = attributes::validate(&attributes, name.is_fifo(), true)?;
+        self.check_redrive(name.as_str(), name.is_fifo(), &mut attributes)
+            .await?;
         check_tags(&tags)?;
-        let partitions = match partitions {
+        let requested = match partitions {
             0 => self.config.default_partitions,
             n if n <= MAX_PARTITIONS => n,
-            n => return Err(FerryError::invalid(format!("Value {n} for parameter Partitions is invalid. Reason: Must be between 1 and {MAX_PARTITIONS}."))),
+            n => {
+                return Err(FerryError::invalid(format!(
+                    "Value {n} for parameter Partitions is invalid. Reason: Must be between 1 and {MAX_PARTITIONS}."
+                )))
+            }
+        };
+        // A FIFO queue deduplicating across the whole queue is one partition, so one leader orders
+        // and deduplicates it all; high-throughput FIFO spreads its groups over several.
+        let partitions = if name.is_fifo() && !fifo::is_high_throughput(&attributes) {
+            1
+        } else {
+            requested
         };
         let command = CatalogCommand::CreateQueue {
             name: name.as_str().to_owned(),
@@ -221,13 +232,61 @@ impl Broker {
         attributes: BTreeMap<String, String>,
     ) -> Result<(), FerryError> {
         let queue = self.queue(name).await?;
-        let attributes = attributes::validate(&attributes, queue.fifo, false)?;
+        let mut attributes = attributes::validate(&attributes, queue.fifo, false)?;
+        self.check_redrive(&queue.name, queue.fifo, &mut attributes)
+            .await?;
         self.catalog(CatalogCommand::SetAttributes {
             name: queue.name,
             attributes,
         })
         .await
         .map(drop)
+    }
+
+    /// Checks RedrivePolicy (the target exists, is of the same type, and allows this source) and
+    /// RedriveAllowPolicy, and stores them in SQS's normal form.
+    async fn check_redrive(
+        &self,
+        name: &str,
+        fifo: bool,
+        attributes: &mut BTreeMap<String, String>,
+    ) -> Result<(), FerryError> {
+        if let Some(text) = attributes.get("RedriveAllowPolicy") {
+            let normalised = redrive::check_allow_policy(text)?;
+            attributes.insert("RedriveAllowPolicy".into(), normalised);
+        }
+        let Some(text) = attributes.get("RedrivePolicy") else {
+            return Ok(());
+        };
+        let Some(policy) = redrive::parse_redrive_policy(text)? else {
+            attributes.insert("RedrivePolicy".into(), String::new());
+            return Ok(());
+        };
+        let invalid = |reason: &str| {
+            FerryError::new(
+                ErrorCode::InvalidParameterValue,
+                format!("Value {text} for parameter RedrivePolicy is invalid. Reason: {reason}"),
+            )
+        };
+        let target = self
+            .queue_by_arn(&policy.target_arn)
+            .await
+            .map_err(|_| invalid("Dead-letter target does not exist."))?;
+        if target.fifo != fifo {
+            return Err(invalid(
+                "Dead-letter target must be the same type of queue as the source.",
+            ));
+        }
+        if !redrive::allows_source(&target, &self.queue_arn(name)) {
+            return Err(invalid(
+                "Dead-letter target's RedriveAllowPolicy does not allow this queue as a source.",
+            ));
+        }
+        attributes.insert(
+            "RedrivePolicy".into(),
+            redrive::render_redrive_policy(&policy),
+        );
+        Ok(())
     }
 
     /// Removes every message; one purge per queue per 60 s, as in SQS.
@@ -426,13 +485,15 @@ impl Broker {
         input: SendInput,
     ) -> Result<SendOutput, FerryError> {
         let queue = self.queue(queue).await?;
-        let (message, output) = self.prepare_send(&queue, input)?;
-        self.send_to_partition(&queue, vec![message]).await?;
-        Ok(output)
+        let prepared = self.prepare_send(&queue, input)?;
+        let mut outputs = self.send_prepared(&queue, vec![prepared]).await?;
+        outputs
+            .pop()
+            .ok_or_else(|| FerryError::internal("send stored nothing"))
     }
 
-    /// Sends the valid entries as one command (all or none of them are stored); invalid entries fail
-    /// on their own.
+    /// Stores the valid entries (for each partition, all or none of its entries); invalid entries
+    /// fail on their own.
     pub async fn send_message_batch(
         &self,
         queue: &str,
@@ -451,18 +512,23 @@ impl Broker {
         }
         let queue = self.queue(queue).await?;
         let mut outcomes = Vec::with_capacity(entries.len());
-        let mut messages = Vec::with_capacity(entries.len());
+        let mut valid = Vec::with_capacity(entries.len());
+        let mut positions = Vec::with_capacity(entries.len());
         for (id, input) in entries {
             match self.prepare_send(&queue, input) {
-                Ok((message, output)) => {
-                    messages.push(message);
-                    outcomes.push((id, Ok(output)));
+                Ok(prepared) => {
+                    positions.push(outcomes.len());
+                    valid.push(prepared);
+                    outcomes.push((id, Err(FerryError::internal("not stored"))));
                 }
                 Err(error) => outcomes.push((id, Err(error))),
             }
         }
-        if !messages.is_empty() {
-            self.send_to_partition(&queue, messages).await?;
+        if !valid.is_empty() {
+            let outputs = self.send_prepared(&queue, valid).await?;
+            for (position, output) in positions.into_iter().zip(outputs) {
+                outcomes[position].1 = Ok(output);
+            }
         }
         Ok(outcomes)
     }
@@ -474,6 +540,7 @@ impl Broker {
     ) -> Result<(NewMessage, SendOutput), FerryError> {
         let max_bytes = attributes::number(queue, MAXIMUM_MESSAGE_SIZE) as usize;
         validate::check_message(&input.body, &input.attributes, max_bytes)?;
+        let fifo = fifo::resolve(queue, &input)?;
         let delay_seconds = match input.delay_seconds {
             Some(delay) => check_range(DELAY_SECONDS, delay, 0, MAX_DELAY_SECONDS)?,
             None => attributes::number(queue, DELAY_SECONDS) as u32,
@@ -505,29 +572,78 @@ impl Broker {
                 .sender_id
                 .unwrap_or_else(|| self.config.sender_id.clone()),
             delay_seconds,
+            group_id: fifo.group_id,
+            deduplication_id: fifo.deduplication_id,
+            dedup_key: fifo.dedup_key,
+            dead_letter_source: None,
         };
         Ok((message, output))
     }
 
-    /// Sends to the partitions in turn, so a queue's load spreads over all of them.
-    async fn send_to_partition(
+    /// Stores messages, in order, in their partitions: a FIFO group's own partition, or for a
+    /// standard queue the next partition in turn, so load spreads over all of them. Returns what each
+    /// message became (the original's id and sequence for a deduplicated send).
+    async fn store_messages(
         &self,
         queue: &QueueRecord,
         messages: Vec<NewMessage>,
-    ) -> Result<(), FerryError> {
-        let index =
-            self.next_partition.fetch_add(1, Ordering::Relaxed) % queue.partitions.len().max(1);
-        let partition = queue
-            .partitions
-            .get(index)
-            .ok_or_else(|| FerryError::internal("queue has no partitions"))?;
-        match self
-            .apply(partition, QueueCommand::Send { messages })
-            .await?
-        {
-            QueueResult::Sent(_) => Ok(()),
-            other => Err(FerryError::internal(format!("send answered {other:?}"))),
+    ) -> Result<Vec<SentMessage>, FerryError> {
+        let count = queue.partitions.len().max(1);
+        let turn = self.next_partition.fetch_add(1, Ordering::Relaxed) % count;
+        let total = messages.len();
+        let mut by_partition: BTreeMap<usize, (Vec<usize>, Vec<NewMessage>)> = BTreeMap::new();
+        for (position, message) in messages.into_iter().enumerate() {
+            let index = match &message.group_id {
+                Some(group) if queue.fifo => fifo::partition_of(group, count),
+                _ => turn,
+            };
+            let entry = by_partition.entry(index).or_default();
+            entry.0.push(position);
+            entry.1.push(message);
         }
+        let sends = by_partition
+            .into_iter()
+            .map(|(index, (positions, messages))| async move {
+                let partition = queue
+                    .partitions
+                    .get(index)
+                    .ok_or_else(|| FerryError::internal("queue has no partitions"))?;
+                match self
+                    .apply(partition, QueueCommand::Send { messages })
+                    .await?
+                {
+                    QueueResult::Sent(sent) if sent.len() == positions.len() => {
+                        Ok((positions, sent))
+                    }
+                    other => Err(FerryError::internal(format!("send answered {other:?}"))),
+                }
+            });
+        let mut stored: Vec<Option<SentMessage>> = vec![None; total];
+        for result in futures::future::join_all(sends).await {
+            let (positions, sent) = result?;
+            for (position, sent) in positions.into_iter().zip(sent) {
+                stored[position] = Some(sent);
+            }
+        }
+        stored
+            .into_iter()
+            .map(|sent| sent.ok_or_else(|| FerryError::internal("a message was not stored")))
+            .collect()
+    }
+
+    /// Stores prepared sends and completes their outputs.
+    async fn send_prepared(
+        &self,
+        queue: &QueueRecord,
+        prepared: Vec<(NewMessage, SendOutput)>,
+    ) -> Result<Vec<SendOutput>, FerryError> {
+        let (messages, mut outputs): (Vec<_>, Vec<_>) = prepared.into_iter().unzip();
+        let stored = self.store_messages(queue, messages).await?;
+        for (output, sent) in outputs.iter_mut().zip(stored) {
+            output.message_id = sent.message_id;
+            output.sequence_number = queue.fifo.then(|| fifo::sequence_number(sent.seq));
+        }
+        Ok(outputs)
     }
 
     pub async fn receive_message(
@@ -548,6 +664,18 @@ impl Broker {
             Some(wait) => check_range("WaitTimeSeconds", wait, 0, MAX_WAIT_SECONDS)?,
             None => attributes::number(&queue, RECEIVE_WAIT_TIME) as u32,
         };
+        if let Some(attempt) = &input.attempt_id {
+            fifo::check_attempt_id(attempt)?;
+        }
+        let template = ReceiveCommand {
+            max,
+            visibility_timeout_s: visibility_timeout,
+            fifo: queue.fifo,
+            max_receive_count: redrive::redrive_policy(&queue)
+                .map(|policy| policy.max_receive_count),
+            // Only FIFO queues honour attempt ids, as in SQS.
+            attempt_id: input.attempt_id.clone().filter(|_| queue.fifo),
+        };
         let count = queue.partitions.len();
         let start = self.next_partition.fetch_add(1, Ordering::Relaxed);
         let order: Vec<&Partition> = (0..count)
@@ -563,10 +691,11 @@ impl Broker {
             if want == 0 {
                 break;
             }
-            match self
-                .receive_from(partition, want, visibility_timeout, 0)
-                .await
-            {
+            let command = ReceiveCommand {
+                max: want,
+                ..template.clone()
+            };
+            match self.receive_from(partition, command, 0).await {
                 Ok(messages) => received.extend(messages.into_iter().map(|m| (partition.group, m))),
                 Err(error) => {
                     failures += 1;
@@ -584,12 +713,14 @@ impl Broker {
             let wait_ms = u64::from(wait_seconds) * 1000;
             let mut polls: FuturesUnordered<_> = order
                 .iter()
-                .map(|partition| async move {
-                    (
-                        partition.group,
-                        self.receive_from(partition, max, visibility_timeout, wait_ms)
-                            .await,
-                    )
+                .map(|partition| {
+                    let command = template.clone();
+                    async move {
+                        (
+                            partition.group,
+                            self.receive_from(partition, command, wait_ms).await,
+                        )
+                    }
                 })
                 .collect();
             while let Some((group, result)) = polls.next().await {
@@ -610,15 +741,10 @@ impl Broker {
     async fn receive_from(
         &self,
         partition: &Partition,
-        max: u32,
-        visibility_timeout_s: u32,
+        command: ReceiveCommand,
         wait_ms: u64,
     ) -> Result<Vec<ferry_queue::ReceivedMessage>, FerryError> {
-        let request = GroupRequest::Receive {
-            max,
-            visibility_timeout_s,
-            wait_ms,
-        };
+        let request = GroupRequest::Receive { command, wait_ms };
         let budget = self.config.request_timeout + Duration::from_millis(wait_ms);
         match self
             .router
@@ -662,6 +788,27 @@ impl Broker {
         }
         if let Some(trace) = &message.trace_header {
             system.insert("AWSTraceHeader".to_owned(), trace.clone());
+        }
+        if queue.fifo {
+            system.insert(
+                "SequenceNumber".to_owned(),
+                fifo::sequence_number(received.seq),
+            );
+            system.extend(
+                message
+                    .group_id
+                    .clone()
+                    .map(|group| ("MessageGroupId".to_owned(), group)),
+            );
+            system.extend(
+                message
+                    .deduplication_id
+                    .clone()
+                    .map(|id| ("MessageDeduplicationId".to_owned(), id)),
+            );
+        }
+        if let Some(source) = &message.dead_letter_source {
+            system.insert("DeadLetterQueueSourceArn".to_owned(), source.clone());
         }
         let wanted = &input.system_attribute_names;
         let attributes = if wanted.iter().any(|name| name == "All") {
@@ -994,6 +1141,9 @@ impl Broker {
                     if handle.raft.as_leader().is_err() {
                         continue;
                     }
+                    if let Err(error) = self.move_dead_letters(queue, partition, &handle).await {
+                        tracing::warn!(queue = %queue.name, group = %partition.group, %error, "moving dead letters deferred");
+                    }
                     let state = self.multi.read_state(partition.group);
                     let due = ferry_queue::oldest_sent_at(&state)
                         .ok()
@@ -1013,6 +1163,62 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+impl Broker {
+    /// Moves a partition's dead-lettered messages to the queue's dead-letter queue, then forgets them.
+    ///
+    /// Each message is sent with a deduplication key naming its source partition and sequence number,
+    /// so if this node dies between the send and the acknowledgement, the next leader's retry is
+    /// recognised as a duplicate (within the 5-minute window) instead of stored twice.
+    async fn move_dead_letters(
+        &self,
+        queue: &QueueRecord,
+        partition: &Partition,
+        handle: &ferry_raft::GroupHandle,
+    ) -> Result<(), FerryError> {
+        let state = self.multi.read_state(partition.group);
+        let letters = ferry_queue::dead_letters(&state, DEAD_LETTERS_PER_ROUND)
+            .map_err(|e| FerryError::internal(e.to_string()))?;
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let policy = redrive::redrive_policy(queue).ok_or_else(|| {
+            FerryError::invalid(
+                "messages wait for a dead-letter queue, but the queue has no RedrivePolicy",
+            )
+        })?;
+        let target = self.queue_by_arn(&policy.target_arn).await?;
+        let source_arn = self.queue_arn(&queue.name);
+        let seqs = letters.iter().map(|letter| letter.seq).collect();
+        let messages = letters
+            .into_iter()
+            .map(|letter| {
+                let message = letter.message;
+                NewMessage {
+                    message_id: message.message_id,
+                    body: message.body,
+                    attributes: message.attributes,
+                    trace_header: message.trace_header,
+                    sender_id: message.sender_id,
+                    delay_seconds: 0,
+                    group_id: message.group_id,
+                    deduplication_id: message.deduplication_id,
+                    dedup_key: Some(format!(
+                        "dlq:{}:{}:{}",
+                        queue.id, partition.group.0, letter.seq
+                    )),
+                    dead_letter_source: Some(source_arn.clone()),
+                }
+            })
+            .collect();
+        self.store_messages(&target, messages).await?;
+        let body = CommandBody::Queue(QueueCommand::AckDeadLetters { seqs });
+        leader::propose(handle, body)
+            .await
+            .map_err(|error| FerryError::unavailable(format!("{error:?}")))?;
+        Ok(())
     }
 }
 

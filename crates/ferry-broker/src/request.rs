@@ -1,7 +1,7 @@
 //! What one node asks of a group's leader, locally or forwarded over the internal transport.
 
 use ferry_catalog::QueueRecord;
-use ferry_queue::ApproximateCounts;
+use ferry_queue::{ApproximateCounts, ReceiveCommand};
 use ferry_raft::{CommandBody, CommandResult};
 use ferry_types::{FerryError, NodeId};
 use serde::{Deserialize, Serialize};
@@ -10,10 +10,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) enum GroupRequest {
     /// Propose a command; the leader stamps the time. Sends go through the leader's batcher.
     Propose(CommandBody),
-    /// Receive from a partition, waiting up to `wait_ms` for a message to become visible.
+    /// Receive from a partition, waiting up to `wait_ms` for a message to become receivable.
     Receive {
-        max: u32,
-        visibility_timeout_s: u32,
+        command: ReceiveCommand,
         wait_ms: u64,
     },
     /// A partition's approximate counters, read on its leader.

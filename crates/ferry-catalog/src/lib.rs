@@ -135,7 +135,14 @@ pub fn apply(
         )?,
         CatalogCommand::DeleteQueue { name } => delete_queue(store, now_ms, name)?,
         CatalogCommand::SetAttributes { name, attributes } => update(store, name, |queue| {
-            queue.attributes.extend(attributes.clone());
+            for (name, value) in attributes {
+                // An empty value removes an optional attribute (a policy), as in SQS.
+                if value.is_empty() {
+                    queue.attributes.remove(name);
+                } else {
+                    queue.attributes.insert(name.clone(), value.clone());
+                }
+            }
             queue.modified_at_ms = now_ms;
             Ok(())
         })?,

@@ -380,6 +380,7 @@ impl Ferry for FerryService {
             wait_seconds: r.wait_time_seconds,
             system_attribute_names: r.message_system_attribute_names,
             message_attribute_names: r.message_attribute_names,
+            attempt_id: r.receive_request_attempt_id,
         };
         let result = self
             .broker

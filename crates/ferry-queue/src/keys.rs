@@ -4,6 +4,13 @@
 //! [0x00]                          -> Meta { next_seq, message_count }
 //! [0x01] seq:u64be                -> StoredMessage (postcard)
 //! [0x02] visible_at:u64be seq:u64be -> [kind]  (index of when each message becomes receivable)
+//! [0x03] group_len:u16be group seq:u64be  -> []   (FIFO: a group's messages in order)
+//! [0x04] head_seq:u64be group             -> []   (FIFO: every group with messages, by its oldest)
+//! [0x05] dedup key                        -> Dedup (postcard)
+//! [0x06] expires_at:u64be dedup key       -> []   (deduplication records by expiry)
+//! [0x07] seq:u64be                        -> []   (dead-letter outbox: messages to move)
+//! [0x08] attempt id                       -> Attempt (postcard)
+//! [0x09] expires_at:u64be attempt id      -> []   (receive attempts by expiry)
 //! ```
 //! The visibility index sorts by time first, so "what can be received now" is one range scan from
 //! the start of the index up to `now`.
@@ -11,6 +18,13 @@
 pub const META: &[u8] = &[0x00];
 pub const MESSAGES: u8 = 0x01;
 pub const VISIBILITY: u8 = 0x02;
+pub const GROUP_MESSAGES: u8 = 0x03;
+pub const GROUP_HEADS: u8 = 0x04;
+pub const DEDUP: u8 = 0x05;
+pub const DEDUP_EXPIRY: u8 = 0x06;
+pub const DEAD_LETTERS: u8 = 0x07;
+pub const ATTEMPTS: u8 = 0x08;
+pub const ATTEMPT_EXPIRY: u8 = 0x09;
 
 /// Index value of a message never received (delayed or visible).
 pub const KIND_NEW: u8 = 0;
@@ -48,4 +62,70 @@ pub fn parse_visibility(key: &[u8]) -> Option<(u64, u64)> {
     let at = u64::from_be_bytes(key[1..9].try_into().ok()?);
     let seq = u64::from_be_bytes(key[9..17].try_into().ok()?);
     Some((at, seq))
+}
+
+fn tagged(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    key.push(tag);
+    for part in parts {
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+/// The prefix of a group's message index entries.
+pub fn group_prefix(group: &str) -> Vec<u8> {
+    let len = (group.len().min(u16::MAX as usize) as u16).to_be_bytes();
+    tagged(GROUP_MESSAGES, &[&len, group.as_bytes()])
+}
+
+pub fn group_message(group: &str, seq: u64) -> Vec<u8> {
+    let mut key = group_prefix(group);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn group_head(head_seq: u64, group: &str) -> Vec<u8> {
+    tagged(GROUP_HEADS, &[&head_seq.to_be_bytes(), group.as_bytes()])
+}
+
+/// Splits a group-head key into `(head_seq, group)`.
+pub fn parse_group_head(key: &[u8]) -> Option<(u64, String)> {
+    if key.len() < 9 || key[0] != GROUP_HEADS {
+        return None;
+    }
+    let seq = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    Some((seq, String::from_utf8(key[9..].to_vec()).ok()?))
+}
+
+/// The sequence number at the end of a group-message or outbox key.
+pub fn trailing_seq(key: &[u8]) -> Option<u64> {
+    let start = key.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(key[start..].try_into().ok()?))
+}
+
+pub fn dedup(key: &str) -> Vec<u8> {
+    tagged(DEDUP, &[key.as_bytes()])
+}
+
+pub fn dedup_expiry(expires_at: u64, key: &str) -> Vec<u8> {
+    tagged(DEDUP_EXPIRY, &[&expires_at.to_be_bytes(), key.as_bytes()])
+}
+
+pub fn dead_letter(seq: u64) -> Vec<u8> {
+    tagged(DEAD_LETTERS, &[&seq.to_be_bytes()])
+}
+
+pub fn attempt(id: &str) -> Vec<u8> {
+    tagged(ATTEMPTS, &[id.as_bytes()])
+}
+
+pub fn attempt_expiry(expires_at: u64, id: &str) -> Vec<u8> {
+    tagged(ATTEMPT_EXPIRY, &[&expires_at.to_be_bytes(), id.as_bytes()])
+}
+
+/// `[tag] expires_at:u64be rest` → `(expires_at, rest)`.
+pub fn parse_expiry(key: &[u8]) -> Option<(u64, &[u8])> {
+    let at = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+    Some((at, &key[9..]))
 }

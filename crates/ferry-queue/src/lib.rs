@@ -12,7 +12,8 @@ mod machine;
 mod model;
 
 pub use machine::{
-    apply, approximate_counts, has_visible_message, next_visibility_change, oldest_sent_at,
+    apply, approximate_counts, dead_letters, has_receivable_message, next_visibility_change,
+    oldest_sent_at,
 };
 pub use model::*;
 

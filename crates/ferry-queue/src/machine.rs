@@ -1,6 +1,6 @@
 //! Applying [`QueueCommand`]s to a partition's stored state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,15 +11,43 @@ use crate::{StateStore, StoreError};
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 struct Meta {
     next_seq: u64,
+    /// Stored messages, not counting those waiting in the dead-letter outbox.
     message_count: u64,
 }
 
+/// A deduplication record: the message a key stored, until the window closes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Dedup {
+    message_id: String,
+    seq: u64,
+    expires_at: u64,
+}
+
+/// A receive attempt: the handles it issued, until the window closes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Attempt {
+    handles: Vec<(u64, u64)>,
+    expires_at: u64,
+}
+
+/// Marks a record that waits in the dead-letter outbox (it is in no index).
+const DEAD_LETTERED: u64 = u64::MAX;
+/// Index entries a standard receive may look past to skip dead-lettered messages.
+const STANDARD_SCAN_SLACK: usize = 100;
+/// FIFO groups a receive considers, oldest first, and messages of each group it looks at.
+const FIFO_GROUPS_SCANNED: usize = 2_000;
+const FIFO_GROUP_WINDOW: usize = 200;
+/// Expired deduplication and attempt records removed per command.
+const PRUNE_PER_COMMAND: usize = 16;
+
 /// The state a command works on: the store plus the command's own not-yet-committed changes, so a
-/// batch that touches one message twice sees its first change.
+/// batch that touches one message or group twice sees its first change.
 struct Tx<'a, S: StateStore> {
     store: &'a mut S,
     meta: Meta,
     messages: BTreeMap<u64, Option<StoredMessage>>,
+    /// The oldest message of each group touched by this command (None: the group is empty).
+    heads: HashMap<String, Option<u64>>,
 }
 
 impl<'a, S: StateStore> Tx<'a, S> {
@@ -29,6 +57,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
             store,
             meta,
             messages: BTreeMap::new(),
+            heads: HashMap::new(),
         })
     }
 
@@ -36,15 +65,13 @@ impl<'a, S: StateStore> Tx<'a, S> {
         if let Some(cached) = self.messages.get(&seq) {
             return Ok(cached.clone());
         }
-        let record = match self.store.get(&keys::message(seq))? {
-            Some(bytes) => Some(decode::<StoredMessage>(&bytes)?),
-            None => None,
-        };
+        let record = load_message(self.store, seq)?;
         self.messages.insert(seq, record.clone());
         Ok(record)
     }
 
-    fn insert(&mut self, seq: u64, record: StoredMessage) -> Result<(), StoreError> {
+    /// Writes a record and its visibility index entry.
+    fn put(&mut self, seq: u64, record: StoredMessage) -> Result<(), StoreError> {
         let kind = if record.receive_count == 0 {
             keys::KIND_NEW
         } else {
@@ -65,15 +92,89 @@ impl<'a, S: StateStore> Tx<'a, S> {
         record: StoredMessage,
     ) -> Result<(), StoreError> {
         self.store.delete(keys::visibility(old_visible_at, seq));
-        self.insert(seq, record)
+        self.put(seq, record)
     }
 
-    fn remove(&mut self, seq: u64, record: &StoredMessage) {
+    fn remove(&mut self, seq: u64, record: &StoredMessage) -> Result<(), StoreError> {
+        // The group's head is found before the message is marked removed.
+        if let Some(group) = &record.group_id {
+            self.group_remove(group, seq)?;
+        }
         self.store
             .delete(keys::visibility(record.visible_at_ms, seq));
         self.store.delete(keys::message(seq));
         self.messages.insert(seq, None);
         self.meta.message_count = self.meta.message_count.saturating_sub(1);
+        Ok(())
+    }
+
+    /// The oldest message of a group, seen through this command's changes.
+    fn group_head(&mut self, group: &str) -> Result<Option<u64>, StoreError> {
+        if let Some(head) = self.heads.get(group) {
+            return Ok(*head);
+        }
+        let head = self.next_in_group(group, 0)?;
+        self.heads.insert(group.to_owned(), head);
+        Ok(head)
+    }
+
+    /// The first message of `group` at or after `from` that this command has not removed.
+    fn next_in_group(&self, group: &str, from: u64) -> Result<Option<u64>, StoreError> {
+        let prefix = keys::group_prefix(group);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xFF; 9]);
+        let mut next = None;
+        self.store
+            .scan(
+                &keys::group_message(group, from),
+                &end,
+                &mut |key, _| match keys::trailing_seq(key) {
+                    Some(seq) if matches!(self.messages.get(&seq), Some(None)) => true,
+                    found => {
+                        next = found;
+                        false
+                    }
+                },
+            )?;
+        Ok(next)
+    }
+
+    fn group_append(&mut self, group: &str, seq: u64) -> Result<(), StoreError> {
+        self.store.put(keys::group_message(group, seq), Vec::new());
+        if self.group_head(group)?.is_none() {
+            self.store.put(keys::group_head(seq, group), Vec::new());
+            self.heads.insert(group.to_owned(), Some(seq));
+        }
+        Ok(())
+    }
+
+    fn group_remove(&mut self, group: &str, seq: u64) -> Result<(), StoreError> {
+        self.store.delete(keys::group_message(group, seq));
+        if self.group_head(group)? == Some(seq) {
+            self.store.delete(keys::group_head(seq, group));
+            let next = self.next_in_group(group, seq + 1)?;
+            if let Some(next) = next {
+                self.store.put(keys::group_head(next, group), Vec::new());
+            }
+            self.heads.insert(group.to_owned(), next);
+        }
+        Ok(())
+    }
+
+    /// Moves a message into the dead-letter outbox: out of every index, handles invalidated.
+    fn dead_letter(&mut self, seq: u64, mut record: StoredMessage) -> Result<(), StoreError> {
+        self.store
+            .delete(keys::visibility(record.visible_at_ms, seq));
+        if let Some(group) = record.group_id.clone() {
+            self.group_remove(&group, seq)?;
+        }
+        record.visible_at_ms = DEAD_LETTERED;
+        record.token = 0;
+        self.store.put(keys::message(seq), encode(&record)?);
+        self.store.put(keys::dead_letter(seq), Vec::new());
+        self.messages.insert(seq, Some(record));
+        self.meta.message_count = self.meta.message_count.saturating_sub(1);
+        Ok(())
     }
 
     fn finish(self) -> Result<(), StoreError> {
@@ -92,21 +193,34 @@ pub fn apply<S: StateStore>(
     let mut tx = Tx::begin(store)?;
     let result = match command {
         QueueCommand::Send { messages } => send(&mut tx, ctx, messages)?,
-        QueueCommand::Receive {
-            max,
-            visibility_timeout_s,
-        } => receive(&mut tx, ctx, max, visibility_timeout_s)?,
+        QueueCommand::Receive(receive) => receive_messages(&mut tx, ctx, receive)?,
         QueueCommand::Delete { handles } => delete(&mut tx, handles)?,
         QueueCommand::ChangeVisibility { changes } => change_visibility(&mut tx, ctx, changes)?,
         QueueCommand::Purge => {
             let removed = tx.meta.message_count;
+            // Messages, their indexes and the dead-letter outbox; deduplication records stay.
             tx.store
-                .delete_range(vec![keys::MESSAGES], vec![keys::VISIBILITY + 1]);
+                .delete_range(vec![keys::MESSAGES], vec![keys::GROUP_HEADS + 1]);
+            tx.store
+                .delete_range(vec![keys::DEAD_LETTERS], vec![keys::DEAD_LETTERS + 1]);
             tx.meta.message_count = 0;
             QueueResult::Purged { removed }
         }
         QueueCommand::ExpireRetention { retention_s, max } => {
             expire(&mut tx, ctx, retention_s, max)?
+        }
+        QueueCommand::AckDeadLetters { seqs } => {
+            for seq in seqs {
+                tx.store.delete(keys::dead_letter(seq));
+                if tx
+                    .load(seq)?
+                    .is_some_and(|record| record.visible_at_ms == DEAD_LETTERED)
+                {
+                    tx.store.delete(keys::message(seq));
+                    tx.messages.insert(seq, None);
+                }
+            }
+            QueueResult::DeadLettersAcked
         }
     };
     tx.finish()?;
@@ -118,11 +232,55 @@ fn send<S: StateStore>(
     ctx: ApplyContext,
     messages: Vec<NewMessage>,
 ) -> Result<QueueResult, StoreError> {
+    prune_expired(
+        tx.store,
+        keys::DEDUP_EXPIRY,
+        ctx.now_ms,
+        |rest| keys::dedup(&String::from_utf8_lossy(rest)),
+        |bytes| decode::<Dedup>(bytes).map(|d| d.expires_at),
+    )?;
     let mut sent = Vec::with_capacity(messages.len());
+    // Keys stored by this command, which the store cannot show yet.
+    let mut stored_keys: HashMap<String, (u64, String)> = HashMap::new();
     for message in messages {
+        if let Some(key) = &message.dedup_key {
+            let existing = match stored_keys.get(key) {
+                Some((seq, id)) => Some((*seq, id.clone())),
+                None => match tx.store.get(&keys::dedup(key))? {
+                    Some(bytes) => {
+                        let dedup: Dedup = decode(&bytes)?;
+                        (dedup.expires_at > ctx.now_ms).then_some((dedup.seq, dedup.message_id))
+                    }
+                    None => None,
+                },
+            };
+            if let Some((seq, message_id)) = existing {
+                sent.push(SentMessage {
+                    seq,
+                    message_id,
+                    duplicate: true,
+                });
+                continue;
+            }
+        }
         let seq = tx.meta.next_seq.max(1);
         tx.meta.next_seq = seq + 1;
         tx.meta.message_count += 1;
+        if let Some(key) = &message.dedup_key {
+            let expires_at = ctx.now_ms + DEDUP_WINDOW_MS;
+            let record = Dedup {
+                message_id: message.message_id.clone(),
+                seq,
+                expires_at,
+            };
+            tx.store.put(keys::dedup(key), encode(&record)?);
+            tx.store
+                .put(keys::dedup_expiry(expires_at, key), Vec::new());
+            stored_keys.insert(key.clone(), (seq, message.message_id.clone()));
+        }
+        if let Some(group) = &message.group_id {
+            tx.group_append(group, seq)?;
+        }
         let record = StoredMessage {
             message_id: message.message_id.clone(),
             body: message.body,
@@ -135,43 +293,191 @@ fn send<S: StateStore>(
             first_receive_at_ms: None,
             last_receive_at_ms: None,
             token: 0,
+            group_id: message.group_id,
+            deduplication_id: message.deduplication_id,
+            dead_letter_source: message.dead_letter_source,
         };
-        tx.insert(seq, record)?;
+        tx.put(seq, record)?;
         sent.push(SentMessage {
             seq,
             message_id: message.message_id,
+            duplicate: false,
         });
     }
     Ok(QueueResult::Sent(sent))
 }
 
-fn receive<S: StateStore>(
+fn receive_messages<S: StateStore>(
     tx: &mut Tx<'_, S>,
     ctx: ApplyContext,
-    max: u32,
-    visibility_timeout_s: u32,
+    receive: ReceiveCommand,
 ) -> Result<QueueResult, StoreError> {
-    let due = visible_now(tx.store, ctx.now_ms, max as usize)?;
-    let mut received = Vec::with_capacity(due.len());
-    for (visible_at, seq) in due {
-        let Some(mut record) = tx.load(seq)? else {
-            return Err(StoreError(format!(
-                "index names message {seq} that is not stored"
-            )));
-        };
+    if let Some(attempt_id) = &receive.attempt_id {
+        prune_expired(
+            tx.store,
+            keys::ATTEMPT_EXPIRY,
+            ctx.now_ms,
+            |rest| keys::attempt(&String::from_utf8_lossy(rest)),
+            |bytes| decode::<Attempt>(bytes).map(|a| a.expires_at),
+        )?;
+        if let Some(bytes) = tx.store.get(&keys::attempt(attempt_id))? {
+            let attempt: Attempt = decode(&bytes)?;
+            if attempt.expires_at > ctx.now_ms {
+                return repeat_attempt(tx, ctx, &attempt, receive.visibility_timeout_s);
+            }
+        }
+    }
+    let selection = select(
+        tx.store,
+        ctx.now_ms,
+        receive.max as usize,
+        receive.fifo,
+        receive.max_receive_count,
+    )?;
+    for (seq, record) in selection.dead {
+        tx.dead_letter(seq, record)?;
+    }
+    let mut received = Vec::with_capacity(selection.deliver.len());
+    for (seq, mut record) in selection.deliver {
+        let old_visible_at = record.visible_at_ms;
         record.receive_count += 1;
         record.first_receive_at_ms.get_or_insert(ctx.now_ms);
         record.last_receive_at_ms = Some(ctx.now_ms);
         record.token = ctx.log_index;
-        record.visible_at_ms = ctx.now_ms + u64::from(visibility_timeout_s) * 1000;
-        tx.update(seq, visible_at, record.clone())?;
+        record.visible_at_ms = ctx.now_ms + u64::from(receive.visibility_timeout_s) * 1000;
+        tx.update(seq, old_visible_at, record.clone())?;
         received.push(ReceivedMessage {
             seq,
             token: ctx.log_index,
             message: record,
         });
     }
+    if let Some(attempt_id) = &receive.attempt_id {
+        let expires_at = ctx.now_ms + DEDUP_WINDOW_MS;
+        let attempt = Attempt {
+            handles: received.iter().map(|r| (r.seq, r.token)).collect(),
+            expires_at,
+        };
+        tx.store.put(keys::attempt(attempt_id), encode(&attempt)?);
+        tx.store
+            .put(keys::attempt_expiry(expires_at, attempt_id), Vec::new());
+    }
     Ok(QueueResult::Received(received))
+}
+
+/// A retried receive attempt: the messages it took that it still holds, with the same handles and
+/// a fresh visibility timeout (as SQS does within the deduplication interval).
+fn repeat_attempt<S: StateStore>(
+    tx: &mut Tx<'_, S>,
+    ctx: ApplyContext,
+    attempt: &Attempt,
+    visibility_timeout_s: u32,
+) -> Result<QueueResult, StoreError> {
+    let mut received = Vec::new();
+    for (seq, token) in &attempt.handles {
+        let Some(mut record) = tx.load(*seq)? else {
+            continue;
+        };
+        if record.token != *token || record.visible_at_ms == DEAD_LETTERED {
+            continue;
+        }
+        let old_visible_at = record.visible_at_ms;
+        record.visible_at_ms = ctx.now_ms + u64::from(visibility_timeout_s) * 1000;
+        tx.update(*seq, old_visible_at, record.clone())?;
+        received.push(ReceivedMessage {
+            seq: *seq,
+            token: *token,
+            message: record,
+        });
+    }
+    Ok(QueueResult::Received(received))
+}
+
+/// What a receive at `now` would do: messages to deliver, and messages past the receive limit to
+/// dead-letter instead.
+struct Selection {
+    deliver: Vec<(u64, StoredMessage)>,
+    dead: Vec<(u64, StoredMessage)>,
+}
+
+fn select<S: StateStore + ?Sized>(
+    store: &S,
+    now: u64,
+    max: usize,
+    fifo: bool,
+    max_receive_count: Option<u32>,
+) -> Result<Selection, StoreError> {
+    let mut selection = Selection {
+        deliver: Vec::new(),
+        dead: Vec::new(),
+    };
+    if max == 0 {
+        return Ok(selection);
+    }
+    let exhausted = |record: &StoredMessage| {
+        max_receive_count.is_some_and(|limit| record.receive_count >= limit)
+    };
+    if !fifo {
+        for (_, seq) in visible_now(store, now, max + STANDARD_SCAN_SLACK)? {
+            let record = load_message(store, seq)?.ok_or_else(|| missing(seq))?;
+            if exhausted(&record) {
+                selection.dead.push((seq, record));
+            } else if selection.deliver.len() < max {
+                selection.deliver.push((seq, record));
+            }
+            if selection.deliver.len() >= max {
+                break;
+            }
+        }
+        return Ok(selection);
+    }
+    // FIFO: groups in the order of their oldest message; a group with anything in flight is
+    // skipped whole; within a group, messages go in order and stop at the first not yet visible.
+    let mut groups = Vec::new();
+    store.scan(
+        &[keys::GROUP_HEADS],
+        &[keys::GROUP_HEADS + 1],
+        &mut |key, _| {
+            if let Some((_, group)) = keys::parse_group_head(key) {
+                groups.push(group);
+            }
+            groups.len() < FIFO_GROUPS_SCANNED
+        },
+    )?;
+    for group in groups {
+        if selection.deliver.len() >= max {
+            break;
+        }
+        let mut seqs = Vec::new();
+        let prefix = keys::group_prefix(&group);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xFF; 9]);
+        store.scan(&prefix, &end, &mut |key, _| {
+            seqs.extend(keys::trailing_seq(key));
+            seqs.len() < FIFO_GROUP_WINDOW
+        })?;
+        let mut records = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            records.push((seq, load_message(store, seq)?.ok_or_else(|| missing(seq))?));
+        }
+        if records
+            .iter()
+            .any(|(_, record)| record.receive_count > 0 && record.visible_at_ms > now)
+        {
+            continue;
+        }
+        for (seq, record) in records {
+            if record.visible_at_ms > now || selection.deliver.len() >= max {
+                break;
+            }
+            if exhausted(&record) {
+                selection.dead.push((seq, record));
+            } else {
+                selection.deliver.push((seq, record));
+            }
+        }
+    }
+    Ok(selection)
 }
 
 fn delete<S: StateStore>(
@@ -186,7 +492,7 @@ fn delete<S: StateStore>(
                 DeleteOutcome::StaleHandle
             }
             Some(record) => {
-                tx.remove(handle.seq, &record);
+                tx.remove(handle.seq, &record)?;
                 DeleteOutcome::Deleted
             }
         };
@@ -240,7 +546,7 @@ fn expire<S: StateStore>(
     let mut expired = Vec::new();
     let mut failure = None;
     // Sequence order is send order, and send times never decrease, so the scan stops at the first
-    // message still within its retention period.
+    // message still within its retention period. Dead-lettered messages are the mover's.
     tx.store.scan(
         &[keys::MESSAGES],
         &[keys::MESSAGES + 1],
@@ -250,8 +556,9 @@ fn expire<S: StateStore>(
             }
             match decode::<StoredMessage>(value) {
                 Ok(record) if record.sent_at_ms <= cutoff => {
-                    let seq = u64::from_be_bytes(key[1..9].try_into().unwrap_or_default());
-                    expired.push((seq, record));
+                    if record.visible_at_ms != DEAD_LETTERED {
+                        expired.extend(keys::trailing_seq(key).map(|seq| (seq, record)));
+                    }
                     true
                 }
                 Ok(_) => false,
@@ -266,11 +573,42 @@ fn expire<S: StateStore>(
         return Err(error);
     }
     for (seq, record) in &expired {
-        tx.remove(*seq, record);
+        tx.remove(*seq, record)?;
     }
     Ok(QueueResult::Expired {
         removed: expired.len() as u64,
     })
+}
+
+/// Removes up to [`PRUNE_PER_COMMAND`] records whose window closed by `now`, given their expiry index
+/// `tag`, the primary key of an index entry's suffix, and the expiry stored in a primary record.
+fn prune_expired<S: StateStore>(
+    store: &mut S,
+    tag: u8,
+    now: u64,
+    primary_key: impl Fn(&[u8]) -> Vec<u8>,
+    expiry_of: impl Fn(&[u8]) -> Result<u64, StoreError>,
+) -> Result<(), StoreError> {
+    let mut due = Vec::new();
+    let end = [&[tag][..], &(now + 1).to_be_bytes()].concat();
+    store.scan(&[tag], &end, &mut |key, _| {
+        due.push(key.to_vec());
+        due.len() < PRUNE_PER_COMMAND
+    })?;
+    for index_key in due {
+        store.delete(index_key.clone());
+        let Some((_, rest)) = keys::parse_expiry(&index_key) else {
+            continue;
+        };
+        let primary = primary_key(rest);
+        // A key stored again after this entry was written has a later expiry: keep it.
+        if let Some(bytes) = store.get(&primary)? {
+            if expiry_of(&bytes)? <= now {
+                store.delete(primary);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Up to `max` `(visible_at, seq)` index entries that are receivable at `now_ms`, oldest first.
@@ -296,12 +634,16 @@ fn visible_now<S: StateStore + ?Sized>(
     Ok(due)
 }
 
-/// Whether a receive at `now_ms` would return anything (long polls check this before proposing).
-pub fn has_visible_message<S: StateStore + ?Sized>(
+/// Whether a receive at `now_ms` would do anything (deliver, or dead-letter); long polls check this
+/// before proposing.
+pub fn has_receivable_message<S: StateStore + ?Sized>(
     store: &S,
     now_ms: u64,
+    fifo: bool,
+    max_receive_count: Option<u32>,
 ) -> Result<bool, StoreError> {
-    Ok(!visible_now(store, now_ms, 1)?.is_empty())
+    let selection = select(store, now_ms, 1, fifo, max_receive_count)?;
+    Ok(!selection.deliver.is_empty() || !selection.dead.is_empty())
 }
 
 /// The earliest time after `now_ms` at which a delayed or in-flight message becomes receivable.
@@ -353,6 +695,43 @@ pub fn oldest_sent_at<S: StateStore + ?Sized>(store: &S) -> Result<Option<u64>, 
         false
     })?;
     oldest
+}
+
+/// Up to `max` messages waiting in the dead-letter outbox, oldest first.
+pub fn dead_letters<S: StateStore + ?Sized>(
+    store: &S,
+    max: usize,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let mut seqs = Vec::new();
+    store.scan(
+        &[keys::DEAD_LETTERS],
+        &[keys::DEAD_LETTERS + 1],
+        &mut |key, _| {
+            seqs.extend(keys::trailing_seq(key));
+            seqs.len() < max
+        },
+    )?;
+    let mut letters = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        if let Some(message) = load_message(store, seq)? {
+            letters.push(DeadLetter { seq, message });
+        }
+    }
+    Ok(letters)
+}
+
+fn load_message<S: StateStore + ?Sized>(
+    store: &S,
+    seq: u64,
+) -> Result<Option<StoredMessage>, StoreError> {
+    match store.get(&keys::message(seq))? {
+        Some(bytes) => Ok(Some(decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+fn missing(seq: u64) -> StoreError {
+    StoreError(format!("an index names message {seq}, which is not stored"))
 }
 
 fn read_meta<S: StateStore + ?Sized>(store: &S) -> Result<Meta, StoreError> {

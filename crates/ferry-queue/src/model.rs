@@ -24,7 +24,19 @@ pub struct NewMessage {
     pub sender_id: String,
     /// Per-message delay, or the queue's default delay, already resolved.
     pub delay_seconds: u32,
+    /// FIFO: the message group, delivered in order, one receiver at a time.
+    pub group_id: Option<String>,
+    /// FIFO: the MessageDeduplicationId as sent (or the body hash), returned as a system attribute.
+    pub deduplication_id: Option<String>,
+    /// Sends with the same key within [`DEDUP_WINDOW_MS`] store one message. The broker folds the
+    /// deduplication scope into it; dead-letter moves use it to be idempotent.
+    pub dedup_key: Option<String>,
+    /// The ARN of the queue this message was dead-lettered from.
+    pub dead_letter_source: Option<String>,
 }
+
+/// How long a deduplication key or a receive attempt id is remembered (SQS: 5 minutes).
+pub const DEDUP_WINDOW_MS: u64 = 300_000;
 
 /// Names a message and the receive that issued a handle for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,12 +52,8 @@ pub enum QueueCommand {
     Send {
         messages: Vec<NewMessage>,
     },
-    /// Take up to `max` visible messages in (visible-at, seq) order and hide them for
-    /// `visibility_timeout_s`.
-    Receive {
-        max: u32,
-        visibility_timeout_s: u32,
-    },
+    /// Take up to `max` receivable messages and hide them for `visibility_timeout_s`.
+    Receive(ReceiveCommand),
     Delete {
         handles: Vec<HandleRef>,
     },
@@ -59,6 +67,22 @@ pub enum QueueCommand {
         retention_s: u32,
         max: u32,
     },
+    /// Forget dead-lettered messages once the dead-letter queue has them.
+    AckDeadLetters {
+        seqs: Vec<u64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiveCommand {
+    pub max: u32,
+    pub visibility_timeout_s: u32,
+    /// FIFO delivery: by group, in order, nothing from a group with a message in flight.
+    pub fifo: bool,
+    /// A message already received this many times is dead-lettered instead of delivered.
+    pub max_receive_count: Option<u32>,
+    /// FIFO: a retry with the same id within the window returns the same messages and handles.
+    pub attempt_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,12 +100,16 @@ pub enum QueueResult {
     VisibilityChanged(Vec<Result<(), VisibilityError>>),
     Purged { removed: u64 },
     Expired { removed: u64 },
+    DeadLettersAcked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentMessage {
     pub seq: u64,
     pub message_id: String,
+    /// A duplicate of a message sent within the deduplication window: `seq` and `message_id` are
+    /// the original's, and nothing new was stored.
+    pub duplicate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +162,16 @@ pub struct StoredMessage {
     pub last_receive_at_ms: Option<u64>,
     /// Token of the latest receive; 0 if never received.
     pub token: u64,
+    pub group_id: Option<String>,
+    pub deduplication_id: Option<String>,
+    pub dead_letter_source: Option<String>,
+}
+
+/// A message waiting to be moved to its dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub seq: u64,
+    pub message: StoredMessage,
 }
 
 /// Approximate counters as SQS reports them.

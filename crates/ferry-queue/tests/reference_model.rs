@@ -3,66 +3,11 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use common::MemStore;
 use ferry_queue::*;
 use proptest::prelude::*;
 
-/// A store with the same contract as the RocksDB one: reads see earlier commands only; a command's
-/// writes land together when it is committed.
-#[derive(Default)]
-struct MemStore {
-    data: BTreeMap<Vec<u8>, Vec<u8>>,
-    pending: Vec<Write>,
-}
-
-enum Write {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-    DeleteRange(Vec<u8>, Vec<u8>),
-}
-
-impl MemStore {
-    fn commit(&mut self) {
-        for write in std::mem::take(&mut self.pending) {
-            match write {
-                Write::Put(k, v) => {
-                    self.data.insert(k, v);
-                }
-                Write::Delete(k) => {
-                    self.data.remove(&k);
-                }
-                Write::DeleteRange(start, end) => self.data.retain(|k, _| k < &start || k >= &end),
-            }
-        }
-    }
-}
-
-impl StateStore for MemStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.data.get(key).cloned())
-    }
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
-        for (k, v) in self.data.range(start.to_vec()..end.to_vec()) {
-            if !visit(k, v) {
-                break;
-            }
-        }
-        Ok(())
-    }
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.pending.push(Write::Put(key, value));
-    }
-    fn delete(&mut self, key: Vec<u8>) {
-        self.pending.push(Write::Delete(key));
-    }
-    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
-        self.pending.push(Write::DeleteRange(start, end));
-    }
-}
+mod common;
 
 #[derive(Debug, Clone)]
 struct ModelMessage {
@@ -164,9 +109,19 @@ proptest! {
                         trace_header: None,
                         sender_id: "tester".into(),
                         delay_seconds: *delay_s,
+                        group_id: None,
+                        deduplication_id: None,
+                        dedup_key: None,
+                        dead_letter_source: None,
                     }).collect(),
                 },
-                Op::Receive { max, vt } => QueueCommand::Receive { max: *max, visibility_timeout_s: *vt },
+                Op::Receive { max, vt } => QueueCommand::Receive(ReceiveCommand {
+                    max: *max,
+                    visibility_timeout_s: *vt,
+                    fifo: false,
+                    max_receive_count: None,
+                    attempt_id: None,
+                }),
                 Op::Delete { pick, stale } => {
                     if handles.is_empty() { continue; }
                     let mut handle = handles[pick % handles.len()];
@@ -189,6 +144,7 @@ proptest! {
                     prop_assert_eq!(sent.len(), *count);
                     for s in sent {
                         prop_assert_eq!(s.seq, model.next_seq);
+                        prop_assert!(!s.duplicate);
                         model.next_seq += 1;
                         model.messages.insert(s.seq, ModelMessage {
                             seq: s.seq, sent_at: now, visible_at: now + u64::from(*delay_s) * 1000,
@@ -238,7 +194,7 @@ proptest! {
             }
 
             prop_assert_eq!(approximate_counts(&store, now).unwrap(), model.counts(now));
-            prop_assert_eq!(has_visible_message(&store, now).unwrap(), model.counts(now).visible > 0);
+            prop_assert_eq!(has_receivable_message(&store, now, false, None).unwrap(), model.counts(now).visible > 0);
             let next = model.messages.values().map(|m| m.visible_at).filter(|at| *at > now).min();
             prop_assert_eq!(next_visibility_change(&store, now).unwrap(), next);
         }

@@ -38,8 +38,8 @@ impl std::fmt::Display for Command {
             CommandBody::Queue(QueueCommand::Send { messages }) => {
                 return write!(f, "send({})", messages.len())
             }
-            CommandBody::Queue(QueueCommand::Receive { max, .. }) => {
-                return write!(f, "receive({max})")
+            CommandBody::Queue(QueueCommand::Receive(receive)) => {
+                return write!(f, "receive({})", receive.max)
             }
             CommandBody::Queue(QueueCommand::Delete { handles }) => {
                 return write!(f, "delete({})", handles.len())
@@ -49,6 +49,7 @@ impl std::fmt::Display for Command {
             }
             CommandBody::Queue(QueueCommand::Purge) => "purge",
             CommandBody::Queue(QueueCommand::ExpireRetention { .. }) => "expire_retention",
+            CommandBody::Queue(QueueCommand::AckDeadLetters { .. }) => "ack_dead_letters",
             CommandBody::Catalog(_) => "catalog",
         };
         f.write_str(name)

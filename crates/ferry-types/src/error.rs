@@ -24,6 +24,25 @@ pub enum ErrorCode {
     OverLimit,
     UnsupportedOperation,
     ResourceNotFound,
+    // Caller errors of the SQS HTTP endpoint: the wire and authentication, never the broker.
+    /// The request names no action, or one SQS does not have.
+    InvalidAction,
+    /// The request body cannot be decoded (a JSON body that does not parse, or is not UTF-8).
+    MalformedRequest,
+    /// The request body is larger than the endpoint accepts.
+    RequestTooLarge,
+    /// A QueueUrl that is not a queue URL.
+    InvalidAddress,
+    /// The request is not signed with SigV4 (or its signature is malformed) where one is required.
+    InvalidSecurity,
+    /// The access key of the signature is unknown.
+    InvalidClientTokenId,
+    /// The signature does not match the request and the access key's secret.
+    SignatureDoesNotMatch,
+    /// The signature's time is too far from the server's clock.
+    RequestExpired,
+    /// The caller is authenticated but may not act on this account's queues.
+    AccessDenied,
     // Cluster conditions.
     /// No leader with a quorum could take the request (an election, or a majority of replicas down).
     /// Nothing was written.
@@ -56,13 +75,22 @@ impl ErrorCode {
             Self::OverLimit => "OverLimit",
             Self::UnsupportedOperation => "UnsupportedOperation",
             Self::ResourceNotFound => "ResourceNotFound",
+            Self::InvalidAction => "InvalidAction",
+            Self::MalformedRequest => "MalformedRequest",
+            Self::RequestTooLarge => "RequestTooLarge",
+            Self::InvalidAddress => "InvalidAddress",
+            Self::InvalidSecurity => "InvalidSecurity",
+            Self::InvalidClientTokenId => "InvalidClientTokenId",
+            Self::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            Self::RequestExpired => "RequestExpired",
+            Self::AccessDenied => "AccessDenied",
             Self::Unavailable => "Unavailable",
             Self::OutcomeUnknown => "OutcomeUnknown",
             Self::Internal => "Internal",
         }
     }
 
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 31] = [
         Self::QueueDoesNotExist,
         Self::QueueNameExists,
         Self::QueueDeletedRecently,
@@ -82,6 +110,15 @@ impl ErrorCode {
         Self::OverLimit,
         Self::UnsupportedOperation,
         Self::ResourceNotFound,
+        Self::InvalidAction,
+        Self::MalformedRequest,
+        Self::RequestTooLarge,
+        Self::InvalidAddress,
+        Self::InvalidSecurity,
+        Self::InvalidClientTokenId,
+        Self::SignatureDoesNotMatch,
+        Self::RequestExpired,
+        Self::AccessDenied,
         Self::Unavailable,
         Self::OutcomeUnknown,
         Self::Internal,

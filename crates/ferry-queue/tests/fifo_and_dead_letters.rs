@@ -1,0 +1,210 @@
+//! FIFO delivery, deduplication, receive attempts and dead-lettering in the partition machine.
+
+use bytes::Bytes;
+use common::MemStore;
+use ferry_queue::*;
+
+mod common;
+
+struct Partition {
+    store: MemStore,
+    now: u64,
+    index: u64,
+}
+
+impl Partition {
+    fn new() -> Self {
+        Self {
+            store: MemStore::default(),
+            now: 1_000_000,
+            index: 0,
+        }
+    }
+
+    fn run(&mut self, command: QueueCommand) -> QueueResult {
+        self.index += 1;
+        let result = apply(
+            &mut self.store,
+            ApplyContext {
+                now_ms: self.now,
+                log_index: self.index,
+            },
+            command,
+        )
+        .unwrap();
+        self.store.commit();
+        result
+    }
+
+    fn send(&mut self, group: Option<&str>, body: &str, dedup_key: Option<&str>) -> SentMessage {
+        let message = NewMessage {
+            message_id: format!("id-{body}"),
+            body: Bytes::from(body.to_owned()),
+            attributes: Default::default(),
+            trace_header: None,
+            sender_id: "tester".into(),
+            delay_seconds: 0,
+            group_id: group.map(str::to_owned),
+            deduplication_id: dedup_key.map(str::to_owned),
+            dedup_key: dedup_key.map(str::to_owned),
+            dead_letter_source: None,
+        };
+        match self.run(QueueCommand::Send {
+            messages: vec![message],
+        }) {
+            QueueResult::Sent(mut sent) => sent.remove(0),
+            other => panic!("send gave {other:?}"),
+        }
+    }
+
+    fn receive(
+        &mut self,
+        max: u32,
+        fifo: bool,
+        max_receive_count: Option<u32>,
+        attempt: Option<&str>,
+    ) -> Vec<ReceivedMessage> {
+        let command = ReceiveCommand {
+            max,
+            visibility_timeout_s: 30,
+            fifo,
+            max_receive_count,
+            attempt_id: attempt.map(str::to_owned),
+        };
+        match self.run(QueueCommand::Receive(command)) {
+            QueueResult::Received(received) => received,
+            other => panic!("receive gave {other:?}"),
+        }
+    }
+
+    fn delete(&mut self, message: &ReceivedMessage) {
+        let handles = vec![HandleRef {
+            seq: message.seq,
+            token: message.token,
+        }];
+        assert_eq!(
+            self.run(QueueCommand::Delete { handles }),
+            QueueResult::Deleted(vec![DeleteOutcome::Deleted])
+        );
+    }
+}
+
+fn bodies(received: &[ReceivedMessage]) -> Vec<String> {
+    received
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.message.body).into_owned())
+        .collect()
+}
+
+#[test]
+fn fifo_delivers_groups_in_order_and_blocks_a_group_in_flight() {
+    let mut p = Partition::new();
+    for (group, body) in [
+        ("a", "a1"),
+        ("b", "b1"),
+        ("a", "a2"),
+        ("a", "a3"),
+        ("b", "b2"),
+    ] {
+        p.send(Some(group), body, None);
+    }
+    // The oldest group first, as many of it as fit, then the next group.
+    let first = p.receive(2, true, None, None);
+    assert_eq!(bodies(&first), ["a1", "a2"]);
+    // Group a has messages in flight: only b can be received.
+    let second = p.receive(10, true, None, None);
+    assert_eq!(bodies(&second), ["b1", "b2"]);
+    assert!(p.receive(10, true, None, None).is_empty());
+    // Deleting a1 is not enough while a2 is in flight.
+    p.delete(&first[0]);
+    assert!(p.receive(10, true, None, None).is_empty());
+    p.delete(&first[1]);
+    assert_eq!(bodies(&p.receive(10, true, None, None)), ["a3"]);
+    // After the visibility timeout the group's in-flight message comes back first.
+    p.now += 31_000;
+    let again = p.receive(10, true, None, None);
+    assert_eq!(
+        bodies(&again),
+        ["b1", "b2", "a3"],
+        "groups by their oldest message"
+    );
+    assert!(again.iter().all(|r| r.message.receive_count == 2));
+}
+
+#[test]
+fn deduplication_holds_for_the_window_even_after_delete() {
+    let mut p = Partition::new();
+    let original = p.send(Some("g"), "x", Some("key"));
+    assert!(!original.duplicate);
+    let received = p.receive(1, true, None, None);
+    p.delete(&received[0]);
+    let duplicate = p.send(Some("g"), "x", Some("key"));
+    assert!(duplicate.duplicate);
+    assert_eq!(
+        (duplicate.seq, duplicate.message_id.as_str()),
+        (original.seq, original.message_id.as_str())
+    );
+    assert!(
+        p.receive(1, true, None, None).is_empty(),
+        "a duplicate is not delivered"
+    );
+    p.now += DEDUP_WINDOW_MS;
+    let fresh = p.send(Some("g"), "x", Some("key"));
+    assert!(!fresh.duplicate, "the window has closed");
+    assert_ne!(fresh.seq, original.seq);
+}
+
+#[test]
+fn a_retried_attempt_returns_the_same_messages_and_handles() {
+    let mut p = Partition::new();
+    p.send(Some("g"), "m1", None);
+    p.send(Some("g"), "m2", None);
+    let first = p.receive(10, true, None, Some("attempt-1"));
+    assert_eq!(bodies(&first), ["m1", "m2"]);
+    let retry = p.receive(10, true, None, Some("attempt-1"));
+    assert_eq!(
+        retry.iter().map(|r| (r.seq, r.token)).collect::<Vec<_>>(),
+        first.iter().map(|r| (r.seq, r.token)).collect::<Vec<_>>()
+    );
+    assert!(
+        p.receive(10, true, None, Some("attempt-2")).is_empty(),
+        "a new attempt sees the group in flight"
+    );
+}
+
+#[test]
+fn a_message_past_its_receive_limit_is_dead_lettered_once() {
+    let mut p = Partition::new();
+    p.send(None, "poison", None);
+    for count in 1..=2 {
+        let received = p.receive(1, false, Some(2), None);
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].message.receive_count, count);
+        p.now += 31_000;
+    }
+    // The third receive moves it to the outbox instead of delivering it.
+    assert!(p.receive(1, false, Some(2), None).is_empty());
+    let letters = dead_letters(&p.store, 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].message.receive_count, 2);
+    assert_eq!(
+        approximate_counts(&p.store, p.now).unwrap(),
+        ApproximateCounts::default()
+    );
+    p.run(QueueCommand::AckDeadLetters {
+        seqs: vec![letters[0].seq],
+    });
+    assert!(dead_letters(&p.store, 10).unwrap().is_empty());
+    assert!(p.receive(1, false, Some(2), None).is_empty());
+}
+
+#[test]
+fn a_dead_lettered_fifo_head_lets_the_group_continue() {
+    let mut p = Partition::new();
+    p.send(Some("g"), "bad", None);
+    p.send(Some("g"), "good", None);
+    assert_eq!(bodies(&p.receive(1, true, Some(1), None)), ["bad"]);
+    p.now += 31_000;
+    assert_eq!(bodies(&p.receive(10, true, Some(1), None)), ["good"]);
+    assert_eq!(dead_letters(&p.store, 10).unwrap().len(), 1);
+}
