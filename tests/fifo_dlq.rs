@@ -4,7 +4,8 @@
 //! killed and restarted, with no acknowledged message lost and no deduplicated send delivered
 //! twice; deduplication and receive-attempt retries hold across a leader failover; a poison
 //! message reaches the dead-letter queue after exactly maxReceiveCount receives plus the one that
-//! moves it; a high-throughput FIFO queue spreads its groups over all its partitions.
+//! moves it; a high-throughput FIFO queue spreads its groups over all its partitions; a message
+//! move task redrives thousands of dead letters to their source while a node restarts.
 
 mod common;
 
@@ -17,7 +18,9 @@ use common::{error_code, receive_request, wait_for, ClusterOptions, TestCluster}
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{
     CreateQueueRequest, DeleteMessageBatchEntry, DeleteMessageBatchRequest,
-    GetQueueAttributesRequest, Message, ReceiveMessageRequest, SendMessageRequest,
+    GetQueueAttributesRequest, ListMessageMoveTasksRequest, Message, ReceiveMessageRequest,
+    SendMessageBatchEntry, SendMessageBatchRequest, SendMessageRequest,
+    StartMessageMoveTaskRequest,
 };
 use tonic::transport::Channel;
 
@@ -563,5 +566,176 @@ async fn poison_messages_reach_the_dead_letter_queue() {
             .into_inner()
             .messages;
         assert!(sources.is_empty(), "{dlq}: moved exactly once");
+    }
+}
+
+const DEAD_LETTERS: usize = 2_000;
+
+async fn queue_arn(client: &mut FerryClient<Channel>, queue: &str) -> String {
+    client
+        .get_queue_attributes(GetQueueAttributesRequest {
+            queue_name: queue.into(),
+            attribute_names: vec!["QueueArn".into()],
+        })
+        .await
+        .expect("QueueArn")
+        .into_inner()
+        .attributes["QueueArn"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_task_redrives_dead_letters_while_a_node_restarts() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut client = cluster.client(1);
+    create(&mut client, "parking", &[], 2).await;
+    let dlq_arn = queue_arn(&mut client, "parking").await;
+    let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":1}}"#);
+    create(
+        &mut client,
+        "jobs",
+        &[
+            ("RedrivePolicy", policy.as_str()),
+            ("VisibilityTimeout", "0"),
+        ],
+        2,
+    )
+    .await;
+
+    for batch in 0..DEAD_LETTERS / 10 {
+        let entries = (0..10)
+            .map(|i| SendMessageBatchEntry {
+                id: format!("e{i}"),
+                body: format!("job-{}", batch * 10 + i),
+                ..Default::default()
+            })
+            .collect();
+        let reply = client
+            .send_message_batch(SendMessageBatchRequest {
+                queue_name: "jobs".into(),
+                entries,
+            })
+            .await
+            .expect("send batch")
+            .into_inner();
+        assert!(reply.failed.is_empty(), "{:?}", reply.failed);
+    }
+    // Receive everything once (visibility 0): the next receive of each dead-letters it.
+    wait_until_total(
+        &mut client,
+        "parking",
+        DEAD_LETTERS as u64,
+        async |client: &mut FerryClient<Channel>| {
+            let _ = client.receive_message(receive_request("jobs", 10, 0)).await;
+        },
+    )
+    .await;
+
+    let handle = client
+        .start_message_move_task(StartMessageMoveTaskRequest {
+            source_arn: dlq_arn.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("StartMessageMoveTask")
+        .into_inner()
+        .task_handle;
+    let second = client
+        .start_message_move_task(StartMessageMoveTaskRequest {
+            source_arn: dlq_arn.clone(),
+            ..Default::default()
+        })
+        .await;
+    assert!(second.is_err(), "only one running task per source");
+    // Restart a node while the task runs (the catalog leader runs it, wherever that is).
+    cluster.kill(2);
+    cluster.restart(2).await;
+
+    let status = wait_for(
+        Duration::from_secs(120),
+        "the move task to complete",
+        async || {
+            let tasks = cluster
+                .client(3)
+                .list_message_move_tasks(ListMessageMoveTasksRequest {
+                    source_arn: dlq_arn.clone(),
+                    max_results: Some(10),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .results;
+            let task = tasks.into_iter().next()?;
+            (task.status != "RUNNING").then_some(task)
+        },
+    )
+    .await;
+    assert_eq!(status.status, "COMPLETED", "{status:?}");
+    assert!(
+        status.task_handle.is_none(),
+        "handles are shown for running tasks only"
+    );
+    eprintln!(
+        "move task {handle}: moved {} of {:?}",
+        status.approximate_number_of_messages_moved, status.approximate_number_of_messages_to_move
+    );
+
+    // Every dead letter is back in its source queue, once.
+    let mut bodies: HashMap<String, usize> = HashMap::new();
+    let mut drained = 0;
+    while bodies.len() < DEAD_LETTERS {
+        let mut request = receive_request("jobs", 10, 1);
+        request.visibility_timeout = Some(300);
+        let messages = client
+            .receive_message(request)
+            .await
+            .expect("receive")
+            .into_inner()
+            .messages;
+        assert!(
+            !messages.is_empty(),
+            "jobs ran dry after {} of {DEAD_LETTERS}",
+            bodies.len()
+        );
+        for message in messages {
+            drained += 1;
+            *bodies.entry(message.body).or_default() += 1;
+        }
+    }
+    let duplicates = drained - bodies.len();
+    eprintln!(
+        "redriven {} distinct messages, {duplicates} duplicates",
+        bodies.len()
+    );
+    assert_eq!(
+        duplicates, 0,
+        "a move task without failures moves each message once"
+    );
+    assert_eq!(
+        approximate_total(&mut client, "parking").await,
+        0,
+        "the dead-letter queue is empty"
+    );
+}
+
+/// Runs `step` until `queue` holds `expected` messages.
+async fn wait_until_total(
+    client: &mut FerryClient<Channel>,
+    queue: &str,
+    expected: u64,
+    mut step: impl AsyncFnMut(&mut FerryClient<Channel>),
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        step(client).await;
+        let total = approximate_total(client, queue).await;
+        if total >= expected {
+            assert_eq!(total, expected, "{queue}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queue} holds {total} of {expected}"
+        );
     }
 }

@@ -9,6 +9,7 @@ mod api;
 pub mod attributes;
 mod fifo;
 mod leader;
+mod moves;
 mod permissions;
 mod redrive;
 mod request;
@@ -21,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_catalog::{CatalogCommand, CatalogResult, Partition, Permission, QueueRecord};
+use ferry_catalog::{
+    CatalogCommand, CatalogResult, MoveTaskStatus, Partition, Permission, QueueRecord,
+};
 use ferry_queue::{
     DeleteOutcome, HandleRef, NewMessage, QueueCommand, QueueResult, ReceiveCommand, SentMessage,
     VisibilityChange, VisibilityError,
@@ -406,8 +409,7 @@ impl Broker {
         Ok(ListQueuesOutput { names, next_token })
     }
 
-    /// Starts moving a dead-letter queue's messages back. Validated as SQS does; moving itself is not
-    /// built yet, so a valid request is refused as unsupported.
+    /// Starts moving a dead-letter queue's messages to their source queues, or to a destination.
     pub async fn start_message_move_task(
         &self,
         source_arn: &str,
@@ -416,11 +418,17 @@ impl Broker {
     ) -> Result<String, FerryError> {
         let source = self.queue_by_arn(source_arn).await?;
         if let Some(rate) = max_per_second {
-            check_range("MaxNumberOfMessagesPerSecond", rate, 1, 500)?;
+            check_range(
+                "MaxNumberOfMessagesPerSecond",
+                rate,
+                1,
+                moves::MAX_PER_SECOND,
+            )?;
         }
-        if let Some(destination) = destination_arn {
-            self.queue_by_arn(destination).await?;
-        }
+        let destination = match destination_arn {
+            Some(arn) => Some(self.queue_by_arn(arn).await?.name),
+            None => None,
+        };
         let arn = self.queue_arn(&source.name);
         let catalog = self.multi.catalog().borrow().clone();
         if !catalog
@@ -432,33 +440,71 @@ impl Broker {
                 "Source queue must be configured as a Dead Letter Queue.",
             ));
         }
-        Err(FerryError::new(
-            ErrorCode::UnsupportedOperation,
-            "Message move tasks are not available in this version of Ferry.",
-        ))
+        let to_move = self.counts(&source).await?.visible;
+        let command = CatalogCommand::StartMoveTask {
+            source: source.name,
+            destination,
+            max_per_second,
+            to_move,
+        };
+        match self.catalog_command(command).await? {
+            CatalogResult::MoveTask(task) => Ok(moves::task_handle(&task)),
+            CatalogResult::Failed(error) => Err(error),
+            other => Err(FerryError::internal(format!(
+                "start move task answered {other:?}"
+            ))),
+        }
     }
 
-    /// Cancels a running move task. No task can be running in this version, so every handle is
-    /// unknown.
+    /// Cancels a running move task; returns how many messages it had moved.
     pub async fn cancel_message_move_task(&self, task_handle: &str) -> Result<u64, FerryError> {
-        let shown: String = task_handle.chars().take(64).collect();
-        Err(FerryError::new(
-            ErrorCode::ResourceNotFound,
-            format!("Task does not exist: {shown}"),
-        ))
+        let id = moves::parse_task_handle(task_handle)?;
+        let command = CatalogCommand::UpdateMoveTask {
+            id,
+            moved: 0,
+            status: MoveTaskStatus::Cancelled,
+            failure_reason: None,
+        };
+        match self.catalog_command(command).await? {
+            CatalogResult::MoveTask(task) => Ok(task.moved),
+            CatalogResult::Failed(error) => Err(error),
+            other => Err(FerryError::internal(format!(
+                "cancel move task answered {other:?}"
+            ))),
+        }
     }
 
-    /// The move tasks of a source queue, most recent first (none can exist in this version).
+    /// The move tasks of a source queue, most recent first.
     pub async fn list_message_move_tasks(
         &self,
         source_arn: &str,
         max_results: Option<u32>,
     ) -> Result<Vec<MoveTaskInfo>, FerryError> {
-        if let Some(max) = max_results {
-            check_range("MaxResults", max, 1, 10)?;
-        }
-        self.queue_by_arn(source_arn).await?;
-        Ok(Vec::new())
+        let max = match max_results {
+            Some(max) => check_range("MaxResults", max, 1, 10)?,
+            None => 1,
+        };
+        let source = self.queue_by_arn(source_arn).await?;
+        let catalog = self.multi.catalog().borrow().clone();
+        Ok(catalog
+            .move_tasks
+            .values()
+            .rev()
+            .filter(|task| task.source == source.name)
+            .take(max as usize)
+            .map(|task| MoveTaskInfo {
+                task_handle: (task.status == MoveTaskStatus::Running)
+                    .then(|| moves::task_handle(task)),
+                status: task.status.as_str().to_owned(),
+                source_arn: self.queue_arn(&task.source),
+                destination_arn: task.destination.as_deref().map(|name| self.queue_arn(name)),
+                max_per_second: task.max_per_second,
+                moved: task.moved,
+                to_move: Some(task.to_move),
+                failure_reason: task.failure_reason.clone(),
+                started_at_ms: task.started_at_ms,
+            })
+            .collect())
     }
 
     /// The queue an ARN of this cluster names.
@@ -1048,12 +1094,19 @@ impl Broker {
     }
 
     async fn catalog(&self, command: CatalogCommand) -> Result<QueueRecord, FerryError> {
+        match self.catalog_command(command).await? {
+            CatalogResult::Queue(queue) => Ok(queue),
+            CatalogResult::Failed(error) => Err(error),
+            other => Err(FerryError::internal(format!("catalog answered {other:?}"))),
+        }
+    }
+
+    async fn catalog_command(&self, command: CatalogCommand) -> Result<CatalogResult, FerryError> {
         match self
             .execute_catalog(GroupRequest::Propose(CommandBody::Catalog(command)))
             .await?
         {
-            GroupReply::Applied(CommandResult::Catalog(CatalogResult::Queue(queue))) => Ok(queue),
-            GroupReply::Applied(CommandResult::Catalog(CatalogResult::Failed(error))) => Err(error),
+            GroupReply::Applied(CommandResult::Catalog(result)) => Ok(result),
             other => Err(FerryError::internal(format!("catalog answered {other:?}"))),
         }
     }
@@ -1130,6 +1183,13 @@ impl Broker {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
+            }
+            if self
+                .multi
+                .group(CATALOG_GROUP)
+                .is_some_and(|handle| handle.raft.as_leader().is_ok())
+            {
+                self.run_move_tasks().await;
             }
             let catalog = self.multi.catalog().borrow().clone();
             for queue in catalog.queues.values() {

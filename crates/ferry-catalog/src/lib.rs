@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 const META_KEY: &[u8] = &[0x00];
 const QUEUE_PREFIX: u8 = 0x01;
 const DELETED_PREFIX: u8 = 0x02;
+const MOVE_TASK_PREFIX: u8 = 0x03;
 
 /// SQS refuses to re-create a queue name for 60 s after its deletion.
 pub const RECREATE_AFTER_DELETE_MS: u64 = 60_000;
@@ -26,6 +27,7 @@ pub const PURGE_INTERVAL_MS: u64 = 60_000;
 struct CatalogMeta {
     next_queue_id: u64,
     next_group_id: u64,
+    next_task_id: u64,
 }
 
 /// A partition of a queue: its Raft group and the nodes holding its replicas.
@@ -49,6 +51,42 @@ pub struct QueueRecord {
     pub partitions: Vec<Partition>,
     /// Statements added with AddPermission, by label.
     pub permissions: BTreeMap<String, Permission>,
+}
+
+/// A message move task: redrives a dead-letter queue's messages to their sources or a destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveTask {
+    /// Unique, assigned by the catalog.
+    pub id: u64,
+    pub source: String,
+    /// Destination queue name; None sends each message back to the queue it was dead-lettered from.
+    pub destination: Option<String>,
+    pub max_per_second: Option<u32>,
+    pub status: MoveTaskStatus,
+    pub moved: u64,
+    pub to_move: u64,
+    pub failure_reason: Option<String>,
+    pub started_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveTaskStatus {
+    Running,
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+impl MoveTaskStatus {
+    /// The name SQS reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Completed => "COMPLETED",
+            Self::Cancelled => "CANCELLED",
+            Self::Failed => "FAILED",
+        }
+    }
 }
 
 /// An AddPermission grant: these accounts may call these actions on the queue.
@@ -94,6 +132,21 @@ pub enum CatalogCommand {
         name: String,
         label: String,
     },
+    /// Starts a move task; refused while the source has a running one.
+    StartMoveTask {
+        source: String,
+        destination: Option<String>,
+        max_per_second: Option<u32>,
+        to_move: u64,
+    },
+    /// Records a running task's progress, and its end if `status` is not Running. Ignored for a task
+    /// that has already ended (a cancel wins over a late progress report).
+    UpdateMoveTask {
+        id: u64,
+        moved: u64,
+        status: MoveTaskStatus,
+        failure_reason: Option<String>,
+    },
     /// Records a purge; refused within [`PURGE_INTERVAL_MS`] of the previous one.
     StartPurge {
         name: String,
@@ -104,6 +157,7 @@ pub enum CatalogCommand {
 pub enum CatalogResult {
     /// The queue after the command (for DeleteQueue: as it was before).
     Queue(QueueRecord),
+    MoveTask(MoveTask),
     Failed(FerryError),
 }
 
@@ -179,6 +233,29 @@ pub fn apply(
             queue.modified_at_ms = now_ms;
             Ok(())
         })?,
+        CatalogCommand::StartMoveTask {
+            source,
+            destination,
+            max_per_second,
+            to_move,
+        } => {
+            return start_move_task(
+                store,
+                now_ms,
+                source,
+                destination,
+                *max_per_second,
+                *to_move,
+            );
+        }
+        CatalogCommand::UpdateMoveTask {
+            id,
+            moved,
+            status,
+            failure_reason,
+        } => {
+            return update_move_task(store, *id, *moved, *status, failure_reason);
+        }
         CatalogCommand::StartPurge { name } => update(store, name, |queue| {
             if let Some(last) = queue.last_purge_at_ms {
                 if now_ms < last.saturating_add(PURGE_INTERVAL_MS) {
@@ -206,6 +283,8 @@ pub fn apply(
 pub struct CatalogView {
     /// Every queue, by name.
     pub queues: BTreeMap<String, QueueRecord>,
+    /// Message move tasks by id.
+    pub move_tasks: BTreeMap<u64, MoveTask>,
     /// The highest group id ever assigned: a local group at or below it that no queue lists belongs
     /// to a deleted queue.
     pub last_group_id: u64,
@@ -236,10 +315,128 @@ pub fn load(store: &dyn StateStore) -> Result<CatalogView, StoreError> {
         .map(|v| decode::<CatalogMeta>(&v))
         .transpose()?
         .unwrap_or_default();
+    let mut move_tasks = BTreeMap::new();
+    let mut failure = None;
+    store.scan(
+        &[MOVE_TASK_PREFIX],
+        &[MOVE_TASK_PREFIX + 1],
+        &mut |_, value| match decode::<MoveTask>(value) {
+            Ok(task) => {
+                move_tasks.insert(task.id, task);
+                true
+            }
+            Err(err) => {
+                failure = Some(err);
+                false
+            }
+        },
+    )?;
+    if let Some(err) = failure {
+        return Err(err);
+    }
     Ok(CatalogView {
         queues,
+        move_tasks,
         last_group_id: meta.next_group_id,
     })
+}
+
+fn move_task_key(id: u64) -> Vec<u8> {
+    let mut key = vec![MOVE_TASK_PREFIX];
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn move_tasks(store: &dyn StateStore) -> Result<Vec<MoveTask>, StoreError> {
+    let mut tasks = Vec::new();
+    let mut failure = None;
+    store.scan(
+        &[MOVE_TASK_PREFIX],
+        &[MOVE_TASK_PREFIX + 1],
+        &mut |_, value| match decode::<MoveTask>(value) {
+            Ok(task) => {
+                tasks.push(task);
+                true
+            }
+            Err(err) => {
+                failure = Some(err);
+                false
+            }
+        },
+    )?;
+    failure.map_or(Ok(tasks), Err)
+}
+
+fn start_move_task(
+    store: &mut dyn StateStore,
+    now_ms: u64,
+    source: &str,
+    destination: &Option<String>,
+    max_per_second: Option<u32>,
+    to_move: u64,
+) -> Result<CatalogResult, StoreError> {
+    if get_queue(store, source)?.is_none() {
+        return Ok(CatalogResult::Failed(FerryError::new(
+            ErrorCode::ResourceNotFound,
+            "The resource that you specified for the SourceArn parameter doesn't exist.",
+        )));
+    }
+    if move_tasks(store)?
+        .iter()
+        .any(|task| task.source == source && task.status == MoveTaskStatus::Running)
+    {
+        return Ok(CatalogResult::Failed(FerryError::invalid(
+            "There is already a task running. Only one active task is allowed for a source queue arn at a given time.",
+        )));
+    }
+    let mut meta = get(store, META_KEY)?
+        .map(|v| decode::<CatalogMeta>(&v))
+        .transpose()?
+        .unwrap_or_default();
+    meta.next_task_id += 1;
+    let task = MoveTask {
+        id: meta.next_task_id,
+        source: source.to_owned(),
+        destination: destination.clone(),
+        max_per_second,
+        status: MoveTaskStatus::Running,
+        moved: 0,
+        to_move,
+        failure_reason: None,
+        started_at_ms: now_ms,
+    };
+    store.put(META_KEY.to_vec(), encode(&meta)?);
+    store.put(move_task_key(task.id), encode(&task)?);
+    Ok(CatalogResult::MoveTask(task))
+}
+
+fn update_move_task(
+    store: &mut dyn StateStore,
+    id: u64,
+    moved: u64,
+    status: MoveTaskStatus,
+    failure_reason: &Option<String>,
+) -> Result<CatalogResult, StoreError> {
+    let Some(mut task) = get(store, &move_task_key(id))?
+        .map(|v| decode::<MoveTask>(&v))
+        .transpose()?
+    else {
+        return Ok(CatalogResult::Failed(FerryError::new(
+            ErrorCode::ResourceNotFound,
+            "Task does not exist.",
+        )));
+    };
+    if task.status != MoveTaskStatus::Running {
+        return Ok(CatalogResult::Failed(FerryError::new(
+            ErrorCode::ResourceNotFound,
+            "Only active tasks can be cancelled or updated.",
+        )));
+    }
+    task.moved = task.moved.max(moved);
+    task.status = status;
+    task.failure_reason = failure_reason.clone();
+    store.put(move_task_key(id), encode(&task)?);
+    Ok(CatalogResult::MoveTask(task))
 }
 
 type Outcome = Result<Result<QueueRecord, FerryError>, StoreError>;

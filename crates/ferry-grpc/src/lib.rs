@@ -460,4 +460,98 @@ impl Ferry for FerryService {
                 .map(plain_batch),
         )
     }
+
+    async fn add_permission(&self, request: Request<pb::AddPermissionRequest>) -> Reply<pb::Empty> {
+        let r = request.into_inner();
+        let result = self
+            .broker
+            .add_permission(&r.queue_name, &r.label, r.aws_account_ids, r.actions)
+            .await;
+        reply(result.map(|()| pb::Empty {}))
+    }
+
+    async fn remove_permission(
+        &self,
+        request: Request<pb::RemovePermissionRequest>,
+    ) -> Reply<pb::Empty> {
+        let r = request.into_inner();
+        reply(
+            self.broker
+                .remove_permission(&r.queue_name, &r.label)
+                .await
+                .map(|()| pb::Empty {}),
+        )
+    }
+
+    async fn list_dead_letter_source_queues(
+        &self,
+        request: Request<pb::ListDeadLetterSourceQueuesRequest>,
+    ) -> Reply<pb::ListQueuesResponse> {
+        let r = request.into_inner();
+        let result = self
+            .broker
+            .list_dead_letter_source_queues(&r.queue_name, r.max_results, r.next_token.as_deref())
+            .await;
+        reply(result.map(|list| pb::ListQueuesResponse {
+            queue_names: list.names,
+            next_token: list.next_token,
+        }))
+    }
+
+    async fn start_message_move_task(
+        &self,
+        request: Request<pb::StartMessageMoveTaskRequest>,
+    ) -> Reply<pb::StartMessageMoveTaskResponse> {
+        let r = request.into_inner();
+        let result = self
+            .broker
+            .start_message_move_task(
+                &r.source_arn,
+                r.destination_arn.as_deref(),
+                r.max_number_of_messages_per_second,
+            )
+            .await;
+        reply(result.map(|task_handle| pb::StartMessageMoveTaskResponse { task_handle }))
+    }
+
+    async fn cancel_message_move_task(
+        &self,
+        request: Request<pb::CancelMessageMoveTaskRequest>,
+    ) -> Reply<pb::CancelMessageMoveTaskResponse> {
+        let result = self
+            .broker
+            .cancel_message_move_task(&request.into_inner().task_handle)
+            .await;
+        reply(result.map(|moved| pb::CancelMessageMoveTaskResponse {
+            approximate_number_of_messages_moved: moved,
+        }))
+    }
+
+    async fn list_message_move_tasks(
+        &self,
+        request: Request<pb::ListMessageMoveTasksRequest>,
+    ) -> Reply<pb::ListMessageMoveTasksResponse> {
+        let r = request.into_inner();
+        let result = self
+            .broker
+            .list_message_move_tasks(&r.source_arn, r.max_results)
+            .await
+            .map(|tasks| pb::ListMessageMoveTasksResponse {
+                results: tasks
+                    .into_iter()
+                    .map(|task| pb::MessageMoveTask {
+                        task_handle: task.task_handle,
+                        status: task.status,
+                        source_arn: task.source_arn,
+                        destination_arn: task.destination_arn,
+                        max_number_of_messages_per_second: task.max_per_second,
+                        approximate_number_of_messages_moved: task.moved,
+                        approximate_number_of_messages_to_move: task.to_move,
+                        failure_reason: task.failure_reason,
+                        started_timestamp: task.started_at_ms,
+                    })
+                    .collect(),
+            });
+        reply(result)
+    }
 }
