@@ -161,10 +161,12 @@ impl Broker {
             let destination = match (&task.destination, &message.dead_letter_source) {
                 (Some(name), _) => name.clone(),
                 (None, Some(arn)) => arn.rsplit(':').next().unwrap_or_default().to_owned(),
-                (None, None) => return Err(FerryError::invalid(format!(
+                (None, None) => {
+                    return Err(FerryError::invalid(format!(
                     "Message {} was not dead-lettered from a queue; give the task a destination.",
                     message.message_id
-                ))),
+                )))
+                }
             };
             by_destination
                 .entry(destination)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ferry_broker::BrokerConfig;
 use ferry_raft::DEFAULT_SNAPSHOT_ENTRIES;
+use ferry_sqs::{Credential, Credentials, SqsConfig};
 use ferry_types::NodeId;
 use serde::Deserialize;
 
@@ -57,9 +58,9 @@ pub struct FileConfig {
     pub grpc_addr: Option<SocketAddr>,
     pub sqs_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
-    /// Member id → gRPC address.
+    /// Member id → gRPC address. TOML keys are strings; they are parsed as node ids when resolved.
     #[serde(default)]
-    pub peers: BTreeMap<NodeId, String>,
+    pub peers: BTreeMap<String, String>,
     pub default_partitions: Option<u32>,
     pub replication_factor: Option<u32>,
     pub region: Option<String>,
@@ -67,6 +68,32 @@ pub struct FileConfig {
     pub receipt_secret: Option<String>,
     pub request_timeout_ms: Option<u64>,
     pub snapshot_entries: Option<u64>,
+    /// Base of the queue URLs the SQS endpoint returns (`<base>/<account>/<queue>`); unset: the
+    /// request's Host header.
+    pub sqs_base_url: Option<String>,
+    /// SigV4 on the SQS endpoint: `off`, `parse` or `verify`.
+    pub sqs_auth: Option<String>,
+    /// Access key id → its secret (and account), accepted when `sqs_auth = "verify"`.
+    #[serde(default)]
+    pub sqs_credentials: BTreeMap<String, SqsCredentialFile>,
+}
+
+/// One `[sqs_credentials.<access key id>]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqsCredentialFile {
+    pub secret_access_key: String,
+    /// The key's account; the cluster's `account_id` if unset.
+    pub account_id: Option<String>,
+}
+
+impl std::fmt::Debug for SqsCredentialFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqsCredentialFile")
+            .field("secret_access_key", &"<redacted>")
+            .field("account_id", &self.account_id)
+            .finish()
+    }
 }
 
 /// A validated node configuration.
@@ -80,6 +107,7 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, String>,
     pub snapshot_entries: u64,
     pub broker: BrokerConfig,
+    pub sqs: SqsConfig,
 }
 
 pub const DEFAULT_GRPC_PORT: u16 = 7700;
@@ -95,6 +123,8 @@ const DEFAULT_SENDER_ID: &str = "AIDAIT2UOQQY3AUEKVGXU";
 /// set their own in the config file.
 const DEFAULT_RECEIPT_SECRET: &str = "ferry-development-receipt-secret";
 const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Like LocalStack: any credentials work, and the access key becomes the sender's identity.
+const DEFAULT_SQS_AUTH: &str = "parse";
 
 impl ServeArgs {
     pub fn resolve(&self) -> anyhow::Result<NodeConfig> {
@@ -108,7 +138,11 @@ impl ServeArgs {
             .grpc_addr
             .or(file.grpc_addr)
             .unwrap_or(loopback(DEFAULT_GRPC_PORT));
-        let mut peers = file.peers;
+        let mut peers = file
+            .peers
+            .iter()
+            .map(|(id, addr)| parse_peer(&format!("{id}={addr}")))
+            .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
         if !self.peers.is_empty() {
             peers = self
                 .peers
@@ -147,9 +181,26 @@ impl ServeArgs {
         if snapshot_entries < 10 {
             bail!("snapshot_entries must be at least 10");
         }
+        let sqs_credentials = file
+            .sqs_credentials
+            .into_iter()
+            .map(|(access_key, credential)| {
+                let credential = Credential {
+                    secret_access_key: credential.secret_access_key,
+                    account_id: credential.account_id,
+                };
+                (access_key, credential)
+            })
+            .collect();
+        let sqs = SqsConfig::new(
+            file.sqs_base_url,
+            file.sqs_auth.as_deref().unwrap_or(DEFAULT_SQS_AUTH),
+            Credentials::new(sqs_credentials),
+        )?;
         Ok(NodeConfig {
             node_id,
             snapshot_entries,
+            sqs,
             data_dir: self
                 .data_dir
                 .clone()
@@ -212,6 +263,7 @@ fn parse_peer(peer: &str) -> anyhow::Result<(NodeId, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_sqs::AuthMode;
 
     #[test]
     fn flags_override_the_file_and_peers_must_include_the_node() {
@@ -252,5 +304,34 @@ mod tests {
         assert_eq!(file.replication_factor, Some(DEFAULT_REPLICATION_FACTOR));
         assert_eq!(file.request_timeout_ms, Some(DEFAULT_REQUEST_TIMEOUT_MS));
         assert_eq!(file.snapshot_entries, Some(DEFAULT_SNAPSHOT_ENTRIES));
+        assert_eq!(file.sqs_auth.as_deref(), Some(DEFAULT_SQS_AUTH));
+    }
+
+    #[test]
+    fn sqs_verify_mode_takes_its_keys_from_the_file() {
+        let default = ServeArgs::default().resolve().unwrap();
+        assert!(matches!(default.sqs.auth, AuthMode::Parse));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "sqs_auth = \"verify\"\nsqs_base_url = \"https://sqs.example.com\"\n\
+             [sqs_credentials.AKIDEXAMPLE]\nsecret_access_key = \"s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let config = args.resolve().unwrap();
+        assert!(matches!(config.sqs.auth, AuthMode::Verify(_)));
+        assert_eq!(
+            config.sqs.advertised_base_url.as_deref(),
+            Some("https://sqs.example.com")
+        );
+        std::fs::write(&path, "sqs_auth = \"verify\"\n").unwrap();
+        assert!(args.resolve().is_err(), "verify without keys");
+        std::fs::write(&path, "sqs_auth = \"off\"\n").unwrap();
+        assert!(matches!(args.resolve().unwrap().sqs.auth, AuthMode::Off));
     }
 }

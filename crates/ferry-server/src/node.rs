@@ -97,13 +97,7 @@ pub async fn run(
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    // The SQS endpoint arrives with its own issue; until then every request is told so.
-    let sqs_app = Router::new().fallback(|| async {
-        (
-            StatusCode::NOT_IMPLEMENTED,
-            "The SQS endpoint is not implemented in this version of Ferry; use the gRPC API.",
-        )
-    });
+    let sqs_app = ferry_sqs::router(broker.clone(), config.sqs.clone());
     let sqs_task = tokio::spawn(
         axum::serve(sqs, sqs_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))

@@ -180,7 +180,7 @@ fn run_sync_loop(db: &DB, waiters: Receiver<SyncWaiter>) {
         }
         let result = db.flush_wal(true).map_err(|e| e.into_string());
         metrics::counter!("ferry_storage_wal_syncs_total").increment(1);
-        metrics::histogram!("ferry_storage_wal_sync_batch_size").record(batch.len() as f64);
+        metrics::histogram!("ferry_storage_wal_sync_waiters").record(batch.len() as f64);
         for waiter in batch {
             waiter(result.clone().map_err(io::Error::other));
         }

@@ -1,0 +1,525 @@
+//! `ferry-bench`: measures a running Ferry cluster the way users load it: sends (single and batched),
+//! receive+delete of a backlog, end-to-end latency at a fixed offered rate, FIFO with many groups,
+//! and mixed produce/consume. Every run is bounded in message count and time. Prints a table and,
+//! with `--json`, one JSON line per scenario.
+
+mod client;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
+use client::Client;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Transport {
+    Grpc,
+    Sqs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Scenario {
+    /// Sends at full speed, `--batch` messages per call.
+    Send,
+    /// Fills a backlog of `--messages`, then receives and deletes it.
+    Drain,
+    /// Sends single messages at `--rate` per second and measures send-to-receive time.
+    Latency,
+    /// Sends to a high-throughput FIFO queue over `--groups` message groups.
+    Fifo,
+    /// Producers and consumers at once; reports both rates.
+    Mixed,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "ferry-bench", about = "Load generator for a Ferry cluster")]
+struct Args {
+    #[arg(long, value_enum, default_value = "grpc")]
+    transport: Transport,
+    /// Node endpoints, comma separated: gRPC (http://host:port) or SQS (http://host:port).
+    #[arg(long, value_delimiter = ',', required = true)]
+    endpoints: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "send")]
+    scenario: Vec<Scenario>,
+    /// Concurrent workers (each a request in flight at a time).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Messages per send call (1 = SendMessage, 2–10 = SendMessageBatch).
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Upper bound on messages per scenario.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Upper bound on seconds per scenario.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Offered rate of the latency scenario, messages per second.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Queues the load is spread over.
+    #[arg(long, default_value_t = 1)]
+    queues: usize,
+    /// Message groups of the FIFO scenario.
+    #[arg(long, default_value_t = 100)]
+    groups: usize,
+    /// Prefix of the queues this run creates (a fresh one per run keeps runs apart).
+    #[arg(long)]
+    queue_prefix: Option<String>,
+    /// Also print one JSON line per scenario.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    scenario: Scenario,
+    transport: &'static str,
+    concurrency: usize,
+    batch: usize,
+    size: usize,
+    messages: u64,
+    seconds: f64,
+    messages_per_second: f64,
+    /// What the latencies measure: a call, or send-to-receive.
+    latency_of: &'static str,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+    errors: u64,
+}
+
+/// Shared counters of one scenario's workers.
+struct Tally {
+    messages: AtomicU64,
+    errors: AtomicU64,
+    latencies: Mutex<Histogram<u64>>,
+}
+
+impl Tally {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            messages: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latencies: Mutex::new(
+                Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
+            ),
+        })
+    }
+
+    fn record(&self, micros: u64) {
+        let _ = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(micros.max(1));
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A body of `size` bytes that starts with its send time, so a receiver can measure end to end.
+fn body(size: usize, sequence: u64) -> String {
+    let stamp = format!("{}:{sequence}:", now_micros());
+    let mut body = stamp;
+    if body.len() < size {
+        body.push_str(&"x".repeat(size - body.len()));
+    }
+    body
+}
+
+fn sent_at(body: &str) -> Option<u64> {
+    body.split(':').next()?.parse().ok()
+}
+
+struct Bench {
+    args: Args,
+    client: Client,
+    prefix: String,
+}
+
+impl Bench {
+    fn queue(&self, scenario: Scenario, index: usize) -> String {
+        let suffix = if scenario == Scenario::Fifo {
+            ".fifo"
+        } else {
+            ""
+        };
+        format!("{}-{scenario:?}-{index}{suffix}", self.prefix).to_lowercase()
+    }
+
+    async fn create_queues(&self, scenario: Scenario) -> anyhow::Result<Vec<String>> {
+        let count = if scenario == Scenario::Fifo {
+            1
+        } else {
+            self.args.queues
+        };
+        let mut names = Vec::new();
+        for index in 0..count {
+            let name = self.queue(scenario, index);
+            self.client
+                .create_queue(&name, scenario == Scenario::Fifo)
+                .await?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    fn report(
+        &self,
+        scenario: Scenario,
+        tally: &Tally,
+        elapsed: Duration,
+        latency_of: &'static str,
+        messages: u64,
+    ) -> Report {
+        let histogram = tally.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Report {
+            scenario,
+            transport: match self.args.transport {
+                Transport::Grpc => "grpc",
+                Transport::Sqs => "sqs-json",
+            },
+            concurrency: self.args.concurrency,
+            batch: if matches!(scenario, Scenario::Latency) {
+                1
+            } else {
+                self.args.batch
+            },
+            size: self.args.size,
+            messages,
+            seconds: elapsed.as_secs_f64(),
+            messages_per_second: messages as f64 / elapsed.as_secs_f64().max(1e-9),
+            latency_of,
+            p50_ms: ms(histogram.value_at_quantile(0.5)),
+            p99_ms: ms(histogram.value_at_quantile(0.99)),
+            p999_ms: ms(histogram.value_at_quantile(0.999)),
+            max_ms: ms(histogram.max()),
+            errors: tally.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends until `limit` messages or the deadline, with `concurrency` workers.
+    async fn send_load(
+        self: &Arc<Self>,
+        queues: &[String],
+        limit: u64,
+        deadline: Instant,
+        group_count: Option<usize>,
+    ) -> Arc<Tally> {
+        let tally = Tally::new();
+        let mut workers = Vec::new();
+        for worker in 0..self.args.concurrency {
+            let bench = self.clone();
+            let tally = tally.clone();
+            let queue = queues[worker % queues.len()].clone();
+            workers.push(tokio::spawn(async move {
+                let mut sequence = 0u64;
+                while Instant::now() < deadline && tally.messages.load(Ordering::Relaxed) < limit {
+                    let bodies: Vec<String> = (0..bench.args.batch)
+                        .map(|_| {
+                            sequence += 1;
+                            body(bench.args.size, sequence)
+                        })
+                        .collect();
+                    let group = group_count.map(|groups| {
+                        format!("group-{}", (worker * 7919 + sequence as usize) % groups)
+                    });
+                    let started = Instant::now();
+                    match bench
+                        .client
+                        .send(worker, &queue, &bodies, group.as_deref())
+                        .await
+                    {
+                        Ok(()) => {
+                            tally.record(started.elapsed().as_micros() as u64);
+                            tally
+                                .messages
+                                .fetch_add(bodies.len() as u64, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            if tally.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("send error: {error:#}");
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        for worker in workers {
+            let _ = worker.await;
+        }
+        tally
+    }
+
+    /// Receives and deletes until `limit` messages or the deadline; records send-to-receive time.
+    async fn consume_load(
+        self: &Arc<Self>,
+        queues: &[String],
+        limit: u64,
+        deadline: Instant,
+        workers: usize,
+    ) -> Arc<Tally> {
+        let tally = Tally::new();
+        let mut tasks = Vec::new();
+        for worker in 0..workers {
+            let bench = self.clone();
+            let tally = tally.clone();
+            let queue = queues[worker % queues.len()].clone();
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < deadline && tally.messages.load(Ordering::Relaxed) < limit {
+                    match bench.client.receive(worker, &queue, 10, 1).await {
+                        Ok(messages) => {
+                            let now = now_micros();
+                            for message in &messages {
+                                if let Some(sent) = sent_at(&message.body) {
+                                    tally.record(now.saturating_sub(sent));
+                                }
+                            }
+                            tally
+                                .messages
+                                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                            let handles = messages.into_iter().map(|m| m.receipt_handle).collect();
+                            if let Err(error) = bench.client.delete(worker, &queue, handles).await {
+                                if tally.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                    eprintln!("delete error: {error:#}");
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            if tally.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("receive error: {error:#}");
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        tally
+    }
+
+    async fn run(self: &Arc<Self>, scenario: Scenario) -> anyhow::Result<Vec<Report>> {
+        let queues = self.create_queues(scenario).await?;
+        let duration = Duration::from_secs(self.args.duration);
+        let limit = self.args.messages;
+        Ok(match scenario {
+            Scenario::Send | Scenario::Fifo => {
+                let groups = (scenario == Scenario::Fifo).then_some(self.args.groups);
+                let started = Instant::now();
+                let tally = self
+                    .send_load(&queues, limit, started + duration, groups)
+                    .await;
+                let sent = tally.messages.load(Ordering::Relaxed);
+                vec![self.report(scenario, &tally, started.elapsed(), "send call", sent)]
+            }
+            Scenario::Drain => {
+                let fill = self
+                    .send_load(&queues, limit, Instant::now() + duration * 4, None)
+                    .await;
+                let backlog = fill.messages.load(Ordering::Relaxed);
+                let started = Instant::now();
+                let tally = self
+                    .consume_load(
+                        &queues,
+                        backlog,
+                        started + duration * 2,
+                        self.args.concurrency,
+                    )
+                    .await;
+                let drained = tally.messages.load(Ordering::Relaxed);
+                vec![self.report(
+                    scenario,
+                    &tally,
+                    started.elapsed(),
+                    "send to receive",
+                    drained,
+                )]
+            }
+            Scenario::Latency => {
+                let started = Instant::now();
+                let deadline = started + duration;
+                let total = (self.args.rate * self.args.duration).min(limit);
+                let consumers = {
+                    let bench = self.clone();
+                    let queues = queues.clone();
+                    tokio::spawn(async move {
+                        bench
+                            .consume_load(&queues, total, deadline + Duration::from_secs(10), 8)
+                            .await
+                    })
+                };
+                let producer = Tally::new();
+                let mut ticker =
+                    tokio::time::interval(Duration::from_secs_f64(1.0 / self.args.rate as f64));
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut sends = tokio::task::JoinSet::new();
+                for sequence in 0..total {
+                    ticker.tick().await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let bench = self.clone();
+                    let queue = queues[sequence as usize % queues.len()].clone();
+                    let producer = producer.clone();
+                    sends.spawn(async move {
+                        let started = Instant::now();
+                        match bench
+                            .client
+                            .send(
+                                sequence as usize,
+                                &queue,
+                                &[body(bench.args.size, sequence)],
+                                None,
+                            )
+                            .await
+                        {
+                            Ok(()) => {
+                                producer.record(started.elapsed().as_micros() as u64);
+                                producer.messages.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                producer.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                    while sends.try_join_next().is_some() {}
+                }
+                while sends.join_next().await.is_some() {}
+                let consumed = consumers.await?;
+                let received = consumed.messages.load(Ordering::Relaxed);
+                let sent = producer.messages.load(Ordering::Relaxed);
+                vec![
+                    self.report(scenario, &producer, started.elapsed(), "send call", sent),
+                    self.report(
+                        scenario,
+                        &consumed,
+                        started.elapsed(),
+                        "send to receive",
+                        received,
+                    ),
+                ]
+            }
+            Scenario::Mixed => {
+                let started = Instant::now();
+                let deadline = started + duration;
+                let consumers = {
+                    let bench = self.clone();
+                    let queues = queues.clone();
+                    let workers = self.args.concurrency;
+                    tokio::spawn(async move {
+                        bench
+                            .consume_load(&queues, u64::MAX, deadline, workers)
+                            .await
+                    })
+                };
+                let produced = self.send_load(&queues, limit, deadline, None).await;
+                let consumed = consumers.await?;
+                let elapsed = started.elapsed();
+                vec![
+                    self.report(
+                        scenario,
+                        &produced,
+                        elapsed,
+                        "send call",
+                        produced.messages.load(Ordering::Relaxed),
+                    ),
+                    self.report(
+                        scenario,
+                        &consumed,
+                        elapsed,
+                        "send to receive",
+                        consumed.messages.load(Ordering::Relaxed),
+                    ),
+                ]
+            }
+        })
+    }
+}
+
+fn print_table(reports: &[Report]) {
+    println!(
+        "{:<8} {:<8} {:>5} {:>5} {:>6} {:>9} {:>7} {:>10} {:<16} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "scenario",
+        "via",
+        "conc",
+        "batch",
+        "size",
+        "messages",
+        "secs",
+        "msg/s",
+        "latency of",
+        "p50 ms",
+        "p99 ms",
+        "p99.9",
+        "max ms",
+        "errors"
+    );
+    for r in reports {
+        println!(
+            "{:<8} {:<8} {:>5} {:>5} {:>6} {:>9} {:>7.1} {:>10.0} {:<16} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6}",
+            format!("{:?}", r.scenario).to_lowercase(),
+            r.transport,
+            r.concurrency,
+            r.batch,
+            r.size,
+            r.messages,
+            r.seconds,
+            r.messages_per_second,
+            r.latency_of,
+            r.p50_ms,
+            r.p99_ms,
+            r.p999_ms,
+            r.max_ms,
+            r.errors
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !(1..=10).contains(&args.batch) {
+        bail!("--batch must be 1 to 10");
+    }
+    let client = match args.transport {
+        Transport::Grpc => Client::grpc(&args.endpoints).await?,
+        Transport::Sqs => Client::sqs(&args.endpoints, args.concurrency)?,
+    };
+    let prefix = args
+        .queue_prefix
+        .clone()
+        .unwrap_or_else(|| format!("bench{}", now_micros() % 1_000_000_000));
+    let scenarios = args.scenario.clone();
+    let bench = Arc::new(Bench {
+        args,
+        client,
+        prefix,
+    });
+    let mut reports = Vec::new();
+    for scenario in scenarios {
+        for report in bench.run(scenario).await? {
+            if bench.args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            reports.push(report);
+        }
+    }
+    print_table(&reports);
+    Ok(())
+}
