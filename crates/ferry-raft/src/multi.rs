@@ -40,6 +40,27 @@ impl GroupHandle {
         self.raft.metrics().borrow_watched().current_leader
     }
 
+    /// Hands leadership to `preferred` if this replica (`me`) leads the group, `preferred` is another
+    /// member, and its log is within `max_lag` entries of ours. Spreading leaders by placement puts
+    /// each node's share of the work on it, instead of wherever elections happened to land.
+    pub async fn hand_over(&self, me: NodeId, preferred: NodeId, max_lag: u64) -> bool {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        let caught_up = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let last = metrics.last_log_index.unwrap_or(0);
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(&preferred).cloned().flatten())
+                .map(|log_id| log_id.index);
+            metrics.current_leader == Some(me)
+                && preferred != me
+                && matched.is_some_and(|matched| last.saturating_sub(matched) <= max_lag)
+        };
+        caught_up && self.raft.trigger().transfer_leader(preferred).await.is_ok()
+    }
+
     /// Raft status for operators: (leader, last applied index).
     pub fn status(&self) -> (Option<NodeId>, Option<u64>) {
         use openraft::type_config::async_runtime::WatchReceiver;
