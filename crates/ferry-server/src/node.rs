@@ -21,6 +21,9 @@ use tokio::sync::watch;
 
 use crate::config::NodeConfig;
 
+/// Pending-accept streams a peer may reset before the gRPC server closes the connection.
+const MAX_PENDING_RESET_STREAMS: usize = 100_000;
+
 #[derive(Clone)]
 struct AdminState {
     multi: Arc<MultiRaft>,
@@ -66,6 +69,10 @@ pub async fn run(
     .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES);
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Raft RPCs that time out are reset by the caller; with hundreds of groups on one
+        // connection, hyper's default limit of 20 such resets would close the connection every
+        // group shares and turn a slow moment into elections everywhere.
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
         .add_service(internal)
         .add_service(FerryService::new(broker.clone()).into_server())
         .serve_with_incoming_shutdown(
