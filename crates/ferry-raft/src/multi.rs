@@ -21,6 +21,9 @@ use crate::types::Raft;
 const HEARTBEAT_MS: u64 = 200;
 const ELECTION_MIN_MS: u64 = 1_000;
 const ELECTION_MAX_MS: u64 = 2_000;
+/// How long a replica other than the first waits for a new group to reach it before starting the
+/// group itself.
+const INITIALIZE_FALLBACK: Duration = Duration::from_secs(3);
 /// Entries between snapshots, by default; behind a snapshot only a tail of a fifth as many entries is
 /// kept, so a replica further behind catches up from the snapshot.
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 5_000;
@@ -209,11 +212,27 @@ impl MultiRaft {
                     )
                 })
                 .collect();
-            match raft.initialize(members).await {
-                Ok(())
-                | Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(error) => return Err(io::Error::other(error)),
-            }
+            // The first replica starts the group at once and so usually becomes its first leader
+            // (placement spreads first replicas evenly). The others start it themselves only if it
+            // has not reached them shortly after, so a group forms even with its first replica down.
+            let delay = if replicas.first() == Some(&self.node_id) {
+                Duration::ZERO
+            } else {
+                INITIALIZE_FALLBACK
+            };
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if raft.is_initialized().await.unwrap_or(true) {
+                    return;
+                }
+                match raft.initialize(members).await {
+                    Ok(())
+                    | Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                    }
+                    Err(error) => tracing::error!(%error, "initialising a group failed"),
+                }
+            });
         }
         let handle = GroupHandle {
             group,
