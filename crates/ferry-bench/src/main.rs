@@ -401,15 +401,17 @@ impl Bench {
                     while sends.try_join_next().is_some() {}
                 }
                 while sends.join_next().await.is_some() {}
+                let send_window = started.elapsed();
                 let consumed = consumers.await?;
                 let received = consumed.messages.load(Ordering::Relaxed);
                 let sent = producer.messages.load(Ordering::Relaxed);
+                // Rates over the sending window: the consumers' extra time to catch up is latency.
                 vec![
-                    self.report(scenario, &producer, started.elapsed(), "send call", sent),
+                    self.report(scenario, &producer, send_window, "send call", sent),
                     self.report(
                         scenario,
                         &consumed,
-                        started.elapsed(),
+                        send_window,
                         "send to receive",
                         received,
                     ),

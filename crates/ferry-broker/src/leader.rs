@@ -1,31 +1,31 @@
-//! Executing group requests on this node when it leads the group: proposals (sends batched into one
-//! log entry per round), long-polling receives, leader-local reads.
+//! Executing group requests on this node when it leads the group: proposals (concurrent sends,
+//! receives, deletes and visibility changes merged into one log entry per round), long-polling
+//! receives, leader-local reads.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_queue::{
-    HandleRef, NewMessage, QueueCommand, QueueResult, ReceiveCommand, SentMessage, VisibilityChange,
-};
+use ferry_queue::{HandleRef, QueueCommand, QueueResult, ReceiveCommand, VisibilityChange};
 use ferry_raft::{Command, CommandBody, CommandResult, GroupHandle, MultiRaft};
 use ferry_types::{FerryError, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::merge::{self, MergeKey, Part};
 use crate::request::{ExecError, GroupReply, GroupRequest};
 
 /// How long a proposal may take before its outcome is reported unknown.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(8);
-/// A round of batched sends carries at most this many messages or bytes in one log entry.
+/// A merged round carries at most this many entries (messages, handles) or body bytes.
 const MAX_BATCH_MESSAGES: usize = 1_000;
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// Send rounds of one partition in flight at once (the log pipelines them).
+/// Rounds of one partition and kind in flight at once (the log pipelines them).
 const MAX_ROUNDS_IN_FLIGHT: usize = 8;
-/// Sends waiting for a round, per partition; senders wait when it is full.
+/// Parts waiting for a round, per partition and kind; callers wait when it is full.
 const SEND_QUEUE_BOUND: usize = 4_096;
-/// A partition's batcher stops after this long without sends.
+/// A batcher stops after this long without work.
 const BATCHER_IDLE: Duration = Duration::from_secs(60);
 
 pub(crate) fn wall_clock_ms() -> u64 {
@@ -39,15 +39,17 @@ fn leader_now(handle: &GroupHandle) -> u64 {
     wall_clock_ms().max(handle.signals.last_time_ms.load(Ordering::Acquire))
 }
 
-struct PendingSend {
-    messages: Vec<NewMessage>,
-    bytes: usize,
-    reply: oneshot::Sender<Result<Vec<SentMessage>, ExecError>>,
+/// A caller's part waiting for the next round.
+struct Pending {
+    part: Part,
+    reply: oneshot::Sender<Result<QueueResult, ExecError>>,
 }
+
+type BatcherKey = (GroupId, MergeKey);
 
 pub(crate) struct LocalLeader {
     multi: Arc<MultiRaft>,
-    batchers: Mutex<HashMap<GroupId, mpsc::Sender<PendingSend>>>,
+    batchers: Mutex<HashMap<BatcherKey, mpsc::Sender<Pending>>>,
 }
 
 impl LocalLeader {
@@ -66,17 +68,15 @@ impl LocalLeader {
         let handle = self.multi.group(group).ok_or(ExecError::NotHosted)?;
         ensure_leader(&handle)?;
         match request {
-            GroupRequest::Propose(CommandBody::Queue(QueueCommand::Send { messages })) => {
-                let sent = self.send(&handle, messages).await?;
-                Ok(GroupReply::Applied(CommandResult::Queue(
-                    QueueResult::Sent(sent),
-                )))
-            }
+            GroupRequest::Propose(CommandBody::Queue(command)) => self
+                .propose_queue(&handle, command)
+                .await
+                .map(|result| GroupReply::Applied(CommandResult::Queue(result))),
             GroupRequest::Propose(body) => propose(&handle, body).await.map(GroupReply::Applied),
             GroupRequest::Receive { command, wait_ms } => {
                 let (reply_tx, reply_rx) = oneshot::channel();
                 let poll = LongPoll {
-                    multi: self.multi.clone(),
+                    leader: self.clone(),
                     handle,
                     command,
                     wait_ms,
@@ -129,32 +129,38 @@ impl LocalLeader {
         Ok(self.multi.catalog().borrow().clone())
     }
 
-    /// Queues messages for the partition's next send round and waits for their result.
-    async fn send(
+    /// Proposes a partition command, merged with concurrent ones of its kind where that is allowed.
+    async fn propose_queue(
         self: &Arc<Self>,
         handle: &GroupHandle,
-        messages: Vec<NewMessage>,
-    ) -> Result<Vec<SentMessage>, ExecError> {
-        let bytes = messages.iter().map(|m| m.body.len()).sum();
-        let (reply, result) = oneshot::channel();
-        let mut pending = PendingSend {
-            messages,
-            bytes,
-            reply,
+        command: QueueCommand,
+    ) -> Result<QueueResult, ExecError> {
+        let (key, part) = match Part::of(command) {
+            Ok(merging) => merging,
+            Err(command) => {
+                return match propose(handle, CommandBody::Queue(command)).await? {
+                    CommandResult::Queue(result) => Ok(result),
+                    other => Err(ExecError::Failed(FerryError::internal(format!(
+                        "partition answered {other:?}"
+                    )))),
+                }
+            }
         };
+        let (reply, result) = oneshot::channel();
+        let mut pending = Pending { part, reply };
         // A batcher that has just stopped for idleness is replaced once.
         for _ in 0..2 {
-            let sender = self.batcher(handle.group);
+            let sender = self.batcher((handle.group, key));
             match sender.send(pending).await {
                 Ok(()) => return result.await.unwrap_or(Err(ExecError::NotLeader(None))),
                 Err(mpsc::error::SendError(returned)) => {
                     pending = returned;
                     let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
                     if batchers
-                        .get(&handle.group)
+                        .get(&(handle.group, key))
                         .is_some_and(|current| current.same_channel(&sender))
                     {
-                        batchers.remove(&handle.group);
+                        batchers.remove(&(handle.group, key));
                     }
                 }
             }
@@ -162,20 +168,21 @@ impl LocalLeader {
         Err(ExecError::NotLeader(None))
     }
 
-    fn batcher(self: &Arc<Self>, group: GroupId) -> mpsc::Sender<PendingSend> {
+    fn batcher(self: &Arc<Self>, key: BatcherKey) -> mpsc::Sender<Pending> {
         let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
         batchers
-            .entry(group)
+            .entry(key)
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(SEND_QUEUE_BOUND);
-                tokio::spawn(self.clone().run_batcher(group, rx));
+                tokio::spawn(self.clone().run_batcher(key, rx));
                 tx
             })
             .clone()
     }
 
-    /// Turns the sends that queue up while earlier rounds are in flight into one log entry each round.
-    async fn run_batcher(self: Arc<Self>, group: GroupId, mut queue: mpsc::Receiver<PendingSend>) {
+    /// Turns the parts that queue up while earlier rounds are in flight into one log entry a round.
+    async fn run_batcher(self: Arc<Self>, key: BatcherKey, mut queue: mpsc::Receiver<Pending>) {
+        let (group, merge_key) = key;
         let rounds = Arc::new(Semaphore::new(MAX_ROUNDS_IN_FLIGHT));
         loop {
             let first = match tokio::time::timeout(BATCHER_IDLE, queue.recv()).await {
@@ -185,64 +192,70 @@ impl LocalLeader {
             let Ok(permit) = rounds.clone().acquire_owned().await else {
                 break;
             };
-            let mut count = first.messages.len();
-            let mut bytes = first.bytes;
+            let mut count = first.part.len();
+            let mut bytes = first.part.bytes();
             let mut round = vec![first];
             while count < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
                 let Ok(next) = queue.try_recv() else { break };
-                count += next.messages.len();
-                bytes += next.bytes;
+                count += next.part.len();
+                bytes += next.part.bytes();
                 round.push(next);
             }
             let Some(handle) = self.multi.group(group) else {
-                answer_all(round, Err(ExecError::NotHosted));
+                for pending in round {
+                    let _ = pending.reply.send(Err(ExecError::NotHosted));
+                }
                 continue;
             };
             tokio::spawn(async move {
                 let _permit = permit;
-                metrics::histogram!("ferry_broker_send_round_messages").record(count as f64);
-                let mut senders = Vec::with_capacity(round.len());
-                let mut messages = Vec::with_capacity(count);
+                metrics::histogram!("ferry_broker_round_entries", "kind" => merge_key.name())
+                    .record(count as f64);
+                let mut lengths = Vec::with_capacity(round.len());
+                let mut parts = Vec::with_capacity(round.len());
+                let mut replies = Vec::with_capacity(round.len());
                 for pending in round {
-                    senders.push((pending.messages.len(), pending.reply));
-                    messages.extend(pending.messages);
+                    lengths.push(pending.part.len());
+                    parts.push(pending.part);
+                    replies.push(pending.reply);
                 }
-                let body = CommandBody::Queue(QueueCommand::Send { messages });
-                match propose(&handle, body).await {
-                    Ok(CommandResult::Queue(QueueResult::Sent(sent))) => {
-                        let mut sent = sent.into_iter();
-                        for (n, reply) in senders {
-                            let _ = reply.send(Ok(sent.by_ref().take(n).collect()));
-                        }
-                    }
-                    Ok(other) => {
-                        let error = ExecError::Failed(FerryError::internal(format!(
-                            "send answered {other:?}"
-                        )));
-                        for (_, reply) in senders {
-                            let _ = reply.send(Err(error.clone()));
+                let command = merge::merge(merge_key, parts);
+                let results = match propose(&handle, CommandBody::Queue(command)).await {
+                    Ok(CommandResult::Queue(result)) => merge::split(result, &lengths)
+                        .map(|results| results.into_iter().map(Ok).collect::<Vec<_>>())
+                        .ok_or_else(|| {
+                            ExecError::Failed(FerryError::internal(
+                                "a merged result does not split",
+                            ))
+                        }),
+                    Ok(other) => Err(ExecError::Failed(FerryError::internal(format!(
+                        "partition answered {other:?}"
+                    )))),
+                    Err(error) => Err(error),
+                };
+                match results {
+                    Ok(results) => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            if let Err(Ok(QueueResult::Received(messages))) = reply.send(result) {
+                                // The caller has gone: make its messages receivable again.
+                                release(&handle, &messages).await;
+                            }
                         }
                     }
                     Err(error) => {
-                        for (_, reply) in senders {
+                        for reply in replies {
                             let _ = reply.send(Err(error.clone()));
                         }
                     }
                 }
             });
         }
-        // Sends that raced with the close are dropped; their callers see NotLeader and retry.
+        // Parts that raced with the close are dropped; their callers see NotLeader and retry.
         queue.close();
         let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
-        if batchers.get(&group).is_some_and(mpsc::Sender::is_closed) {
-            batchers.remove(&group);
+        if batchers.get(&key).is_some_and(mpsc::Sender::is_closed) {
+            batchers.remove(&key);
         }
-    }
-}
-
-fn answer_all(round: Vec<PendingSend>, result: Result<Vec<SentMessage>, ExecError>) {
-    for pending in round {
-        let _ = pending.reply.send(result.clone());
     }
 }
 
@@ -286,7 +299,7 @@ pub(crate) async fn propose(
 
 /// A receive that waits on the leader until a message is visible or its time is up.
 struct LongPoll {
-    multi: Arc<MultiRaft>,
+    leader: Arc<LocalLeader>,
     handle: GroupHandle,
     command: ReceiveCommand,
     wait_ms: u64,
@@ -310,7 +323,7 @@ impl LongPoll {
                 break Err(error);
             }
             let now = leader_now(&self.handle);
-            let state = self.multi.read_state(self.handle.group);
+            let state = self.leader.multi.read_state(self.handle.group);
             // A retried attempt must get its earlier messages back even though they are in flight.
             let retried_attempt = first && self.command.attempt_id.is_some();
             first = false;
@@ -326,10 +339,9 @@ impl LongPoll {
                 }
                 Ok(receivable) if receivable || retried_attempt => {
                     let command = QueueCommand::Receive(self.command.clone());
-                    match propose(&self.handle, CommandBody::Queue(command)).await {
-                        Ok(CommandResult::Queue(QueueResult::Received(messages)))
-                            if messages.is_empty() => {}
-                        Ok(result) => break Ok(GroupReply::Applied(result)),
+                    match self.leader.propose_queue(&self.handle, command).await {
+                        Ok(QueueResult::Received(messages)) if messages.is_empty() => {}
+                        Ok(result) => break Ok(GroupReply::Applied(CommandResult::Queue(result))),
                         Err(error) => break Err(error),
                     }
                 }
@@ -357,31 +369,25 @@ impl LongPoll {
         if let Err(Ok(GroupReply::Applied(CommandResult::Queue(QueueResult::Received(messages))))) =
             reply.send(result)
         {
-            self.release(
-                messages
-                    .iter()
-                    .map(|m| HandleRef {
-                        seq: m.seq,
-                        token: m.token,
-                    })
-                    .collect(),
-            )
-            .await;
+            release(&self.handle, &messages).await;
         }
     }
+}
 
-    /// Makes messages received for a caller that has gone visible again at once.
-    async fn release(&self, handles: Vec<HandleRef>) {
-        let changes = handles
-            .into_iter()
-            .map(|handle| VisibilityChange {
-                handle,
-                visibility_timeout_s: 0,
-            })
-            .collect();
-        let body = CommandBody::Queue(QueueCommand::ChangeVisibility { changes });
-        if let Err(error) = propose(&self.handle, body).await {
-            tracing::debug!(group = %self.handle.group, ?error, "releasing messages of an abandoned receive failed; they reappear after their timeout");
-        }
+/// Makes messages received for a caller that has gone visible again at once.
+async fn release(handle: &GroupHandle, messages: &[ferry_queue::ReceivedMessage]) {
+    let changes = messages
+        .iter()
+        .map(|m| VisibilityChange {
+            handle: HandleRef {
+                seq: m.seq,
+                token: m.token,
+            },
+            visibility_timeout_s: 0,
+        })
+        .collect();
+    let body = CommandBody::Queue(QueueCommand::ChangeVisibility { changes });
+    if let Err(error) = propose(handle, body).await {
+        tracing::debug!(group = %handle.group, ?error, "releasing messages of an abandoned receive failed; they reappear after their timeout");
     }
 }

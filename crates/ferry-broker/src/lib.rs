@@ -9,6 +9,7 @@ mod api;
 pub mod attributes;
 mod fifo;
 mod leader;
+mod merge;
 mod moves;
 mod permissions;
 mod redrive;
@@ -1208,15 +1209,16 @@ impl Broker {
                     if handle.raft.as_leader().is_err() {
                         continue;
                     }
-                    if let Some(preferred) = partition.replicas.first() {
-                        if self.hand_over_due(partition.group) {
-                            if handle
-                                .hand_over(self.multi.node_id(), *preferred, HAND_OVER_MAX_LAG)
-                                .await
-                            {
-                                tracing::info!(group = %partition.group, to = preferred, "handing leadership to the preferred replica");
-                                continue;
-                            }
+                    let preferred = partition.replicas.first().copied();
+                    if let Some(preferred) =
+                        preferred.filter(|_| self.hand_over_due(partition.group))
+                    {
+                        if handle
+                            .hand_over(self.multi.node_id(), preferred, HAND_OVER_MAX_LAG)
+                            .await
+                        {
+                            tracing::info!(group = %partition.group, to = preferred, "handing leadership to the preferred replica");
+                            continue;
                         }
                     }
                     if let Err(error) = self.move_dead_letters(queue, partition, &handle).await {
