@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{error_code, receive_request, wait_for, ClusterOptions, TestCluster};
+use common::{
+    approximate_total, error_code, receive_request, wait_for, ClusterOptions, TestCluster,
+};
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{
     CreateQueueRequest, DeleteMessageBatchEntry, DeleteMessageBatchRequest,
@@ -24,8 +26,8 @@ use ferry_proto::v1::{
 };
 use tonic::transport::Channel;
 
-const GROUPS: usize = 40;
-const PER_GROUP: usize = 25;
+const GROUPS: usize = 200;
+const PER_GROUP: usize = 6;
 /// How long a whole FIFO run (sends, kills, drain) may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -436,31 +438,6 @@ async fn deduplication_attempts_and_spreading_hold_across_failover() {
         per_partition.values().all(|count| *count >= 20),
         "a fair spread: {per_partition:?}"
     );
-}
-
-async fn approximate_total(client: &mut FerryClient<Channel>, queue: &str) -> u64 {
-    let attributes = client
-        .get_queue_attributes(GetQueueAttributesRequest {
-            queue_name: queue.into(),
-            attribute_names: vec!["All".into()],
-        })
-        .await
-        .expect("GetQueueAttributes")
-        .into_inner()
-        .attributes;
-    [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    .iter()
-    .map(|name| {
-        attributes
-            .get(*name)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    })
-    .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_code, receive_request, wait_for, wait_until, within, ClusterOptions, TestCluster,
+    approximate_total, assert_code, receive_request, wait_for, wait_until, within, ClusterOptions,
+    TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{
@@ -336,30 +337,7 @@ async fn retention_period_expires_messages() {
     send(&mut client, queue, "short-lived", None).await;
     let sent = Instant::now();
 
-    let stored = async |client: &mut FerryClient<Channel>| -> u64 {
-        let attributes = client
-            .get_queue_attributes(GetQueueAttributesRequest {
-                queue_name: queue.to_string(),
-                attribute_names: vec!["All".to_string()],
-            })
-            .await
-            .expect("GetQueueAttributes")
-            .into_inner()
-            .attributes;
-        [
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ]
-        .iter()
-        .map(|name| {
-            attributes
-                .get(*name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
-    };
+    let stored = async |client: &mut FerryClient<Channel>| approximate_total(client, queue).await;
     assert_eq!(
         stored(&mut client).await,
         1,

@@ -500,6 +500,33 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: &str, wh
     }
 }
 
+/// Every message a queue holds, visible, in flight or delayed, by its Approximate* counters.
+pub async fn approximate_total(client: &mut FerryClient<Channel>, queue: &str) -> u64 {
+    let request = ferry_proto::v1::GetQueueAttributesRequest {
+        queue_name: queue.to_string(),
+        attribute_names: vec!["All".to_string()],
+    };
+    let attributes = client
+        .get_queue_attributes(request)
+        .await
+        .expect("GetQueueAttributes")
+        .into_inner()
+        .attributes;
+    [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    .iter()
+    .map(|name| {
+        attributes
+            .get(*name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    })
+    .sum()
+}
+
 pub fn receive_request(queue: &str, max: u32, wait_seconds: u32) -> ReceiveMessageRequest {
     ReceiveMessageRequest {
         queue_name: queue.to_string(),

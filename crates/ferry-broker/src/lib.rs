@@ -184,29 +184,16 @@ impl Broker {
         max_results: Option<u32>,
         next_token: Option<&str>,
     ) -> Result<ListQueuesOutput, FerryError> {
-        if let Some(max) = max_results {
-            check_range("MaxResults", max, 1, MAX_LIST_RESULTS)?;
-        }
-        let after = match next_token {
-            Some(token) => Some(decode_token(token)?),
-            None => None,
-        };
-        let limit = max_results.unwrap_or(MAX_LIST_RESULTS) as usize;
+        let (after, limit) = page_request(max_results, next_token)?;
         let request = GroupRequest::ListQueues {
             prefix: prefix.to_owned(),
             after,
             limit: limit + 1,
         };
-        let mut names = match self.execute_catalog(request).await? {
-            GroupReply::Names(names) => names,
-            other => return Err(FerryError::internal(format!("list answered {other:?}"))),
-        };
-        let more = names.len() > limit;
-        names.truncate(limit);
-        let next_token = (more && max_results.is_some())
-            .then(|| names.last().map(|name| encode_token(name)))
-            .flatten();
-        Ok(ListQueuesOutput { names, next_token })
+        match self.execute_catalog(request).await? {
+            GroupReply::Names(names) => Ok(page(names, limit, max_results.is_some())),
+            other => Err(FerryError::internal(format!("list answered {other:?}"))),
+        }
     }
 
     pub async fn delete_queue(&self, name: &str) -> Result<(), FerryError> {
@@ -389,15 +376,11 @@ impl Broker {
         max_results: Option<u32>,
         next_token: Option<&str>,
     ) -> Result<ListQueuesOutput, FerryError> {
-        if let Some(max) = max_results {
-            check_range("MaxResults", max, 1, MAX_LIST_RESULTS)?;
-        }
-        let after = next_token.map(decode_token).transpose()?;
+        let (after, limit) = page_request(max_results, next_token)?;
         let dead_letter = self.current_queue(name).await?;
         let arn = self.queue_arn(&dead_letter.name);
         let catalog = self.multi.catalog().borrow().clone();
-        let limit = max_results.unwrap_or(MAX_LIST_RESULTS) as usize;
-        let mut names: Vec<String> = catalog
+        let names = catalog
             .queues
             .values()
             .filter(|queue| {
@@ -409,12 +392,7 @@ impl Broker {
             .map(|queue| queue.name.clone())
             .take(limit + 1)
             .collect();
-        let more = names.len() > limit;
-        names.truncate(limit);
-        let next_token = (more && max_results.is_some())
-            .then(|| names.last().map(|name| encode_token(name)))
-            .flatten();
-        Ok(ListQueuesOutput { names, next_token })
+        Ok(page(names, limit, max_results.is_some()))
     }
 
     /// Starts moving a dead-letter queue's messages to their source queues, or to a destination.
@@ -1391,6 +1369,29 @@ fn visibility_error(error: VisibilityError) -> FerryError {
             "Value for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [43200 seconds]",
         ),
     }
+}
+
+/// Checks a list call's MaxResults and NextToken: the name to continue after, and the page size.
+fn page_request(
+    max_results: Option<u32>,
+    next_token: Option<&str>,
+) -> Result<(Option<String>, usize), FerryError> {
+    if let Some(max) = max_results {
+        check_range("MaxResults", max, 1, MAX_LIST_RESULTS)?;
+    }
+    let after = next_token.map(decode_token).transpose()?;
+    Ok((after, max_results.unwrap_or(MAX_LIST_RESULTS) as usize))
+}
+
+/// A page of names from up to `limit + 1` of them; a NextToken comes back only if MaxResults was
+/// given, as in SQS.
+fn page(mut names: Vec<String>, limit: usize, paged: bool) -> ListQueuesOutput {
+    let more = names.len() > limit;
+    names.truncate(limit);
+    let next_token = (more && paged)
+        .then(|| names.last().map(|name| encode_token(name)))
+        .flatten();
+    ListQueuesOutput { names, next_token }
 }
 
 fn encode_token(name: &str) -> String {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_raft::{ForwardError, ForwardHandler, MultiRaft};
+use ferry_catalog::CatalogCommand;
+use ferry_queue::QueueCommand;
+use ferry_raft::{CommandBody, ForwardError, ForwardHandler, MultiRaft};
 use ferry_types::{ErrorCode, FerryError, GroupId, NodeId};
 use futures::future::BoxFuture;
 use tokio::time::Instant;
@@ -99,6 +101,15 @@ impl Router {
                     last_problem = format!("node {target} does not host {group}")
                 }
                 Err(ExecError::Unknown(problem)) => {
+                    // The command may have been committed. Running it again is harmless only for
+                    // what may happen twice; anything else would answer for the second run (a
+                    // visibility change finding the message already visible, say), so it ends here.
+                    if !safe_to_repeat(&request) {
+                        return Err(FerryError::new(
+                            ErrorCode::OutcomeUnknown,
+                            format!("the outcome on partition {group} is unknown: {problem}"),
+                        ));
+                    }
                     outcome_unknown = true;
                     last_problem = problem;
                 }
@@ -122,6 +133,34 @@ impl Router {
     /// The leader this node's replica of the group believes in, if it hosts one.
     fn local_leader_hint(&self, group: GroupId) -> Option<NodeId> {
         self.multi.group(group)?.current_leader()
+    }
+}
+
+/// Requests that may run twice after an unknown outcome: a send may be stored twice (standard queues
+/// are at-least-once; FIFO sends carry a deduplication key), a delete of a deleted message succeeds,
+/// reads change nothing, and creating a queue or setting its attributes or tags again answers the
+/// same.
+fn safe_to_repeat(request: &GroupRequest) -> bool {
+    match request {
+        GroupRequest::Propose(CommandBody::Queue(command)) => {
+            matches!(
+                command,
+                QueueCommand::Send { .. }
+                    | QueueCommand::Delete { .. }
+                    | QueueCommand::AckDeadLetters { .. }
+            )
+        }
+        GroupRequest::Propose(CommandBody::Catalog(command)) => matches!(
+            command,
+            CatalogCommand::CreateQueue { .. }
+                | CatalogCommand::SetAttributes { .. }
+                | CatalogCommand::TagQueue { .. }
+                | CatalogCommand::UntagQueue { .. }
+        ),
+        GroupRequest::Receive { .. } => false,
+        GroupRequest::Counts | GroupRequest::LookupQueue(_) | GroupRequest::ListQueues { .. } => {
+            true
+        }
     }
 }
 

@@ -292,48 +292,18 @@ pub struct CatalogView {
 
 /// Reads the whole catalog.
 pub fn load(store: &dyn StateStore) -> Result<CatalogView, StoreError> {
-    let mut queues = BTreeMap::new();
-    let mut failure = None;
-    store.scan(
-        &[QUEUE_PREFIX],
-        &[QUEUE_PREFIX + 1],
-        &mut |_, value| match decode::<QueueRecord>(value) {
-            Ok(queue) => {
-                queues.insert(queue.name.clone(), queue);
-                true
-            }
-            Err(err) => {
-                failure = Some(err);
-                false
-            }
-        },
-    )?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
+    let queues = records::<QueueRecord>(store, QUEUE_PREFIX)?
+        .into_iter()
+        .map(|queue| (queue.name.clone(), queue))
+        .collect();
+    let move_tasks = records::<MoveTask>(store, MOVE_TASK_PREFIX)?
+        .into_iter()
+        .map(|task| (task.id, task))
+        .collect();
     let meta = get(store, META_KEY)?
         .map(|v| decode::<CatalogMeta>(&v))
         .transpose()?
         .unwrap_or_default();
-    let mut move_tasks = BTreeMap::new();
-    let mut failure = None;
-    store.scan(
-        &[MOVE_TASK_PREFIX],
-        &[MOVE_TASK_PREFIX + 1],
-        &mut |_, value| match decode::<MoveTask>(value) {
-            Ok(task) => {
-                move_tasks.insert(task.id, task);
-                true
-            }
-            Err(err) => {
-                failure = Some(err);
-                false
-            }
-        },
-    )?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
     Ok(CatalogView {
         queues,
         move_tasks,
@@ -347,15 +317,19 @@ fn move_task_key(id: u64) -> Vec<u8> {
     key
 }
 
-fn move_tasks(store: &dyn StateStore) -> Result<Vec<MoveTask>, StoreError> {
-    let mut tasks = Vec::new();
+/// Every record stored under a one-byte key prefix, in key order.
+fn records<T: for<'de> Deserialize<'de>>(
+    store: &dyn StateStore,
+    prefix: u8,
+) -> Result<Vec<T>, StoreError> {
+    let mut records = Vec::new();
     let mut failure = None;
     store.scan(
-        &[MOVE_TASK_PREFIX],
-        &[MOVE_TASK_PREFIX + 1],
-        &mut |_, value| match decode::<MoveTask>(value) {
-            Ok(task) => {
-                tasks.push(task);
+        &[prefix],
+        &[prefix + 1],
+        &mut |_, value| match decode::<T>(value) {
+            Ok(record) => {
+                records.push(record);
                 true
             }
             Err(err) => {
@@ -364,7 +338,7 @@ fn move_tasks(store: &dyn StateStore) -> Result<Vec<MoveTask>, StoreError> {
             }
         },
     )?;
-    failure.map_or(Ok(tasks), Err)
+    failure.map_or(Ok(records), Err)
 }
 
 fn start_move_task(
@@ -381,7 +355,7 @@ fn start_move_task(
             "The resource that you specified for the SourceArn parameter doesn't exist.",
         )));
     }
-    if move_tasks(store)?
+    if records::<MoveTask>(store, MOVE_TASK_PREFIX)?
         .iter()
         .any(|task| task.source == source && task.status == MoveTaskStatus::Running)
     {
