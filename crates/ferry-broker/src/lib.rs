@@ -1268,22 +1268,8 @@ impl Broker {
         let messages = letters
             .into_iter()
             .map(|letter| {
-                let message = letter.message;
-                NewMessage {
-                    message_id: message.message_id,
-                    body: message.body,
-                    attributes: message.attributes,
-                    trace_header: message.trace_header,
-                    sender_id: message.sender_id,
-                    delay_seconds: 0,
-                    group_id: message.group_id,
-                    deduplication_id: message.deduplication_id,
-                    dedup_key: Some(format!(
-                        "dlq:{}:{}:{}",
-                        queue.id, partition.group.0, letter.seq
-                    )),
-                    dead_letter_source: Some(source_arn.clone()),
-                }
+                let key = format!("dlq:{}:{}:{}", queue.id, partition.group.0, letter.seq);
+                letter.message.resend(key, Some(source_arn.clone()))
             })
             .collect();
         self.store_messages(&target, messages).await?;

@@ -158,6 +158,7 @@ impl Broker {
         let mut handles = Vec::with_capacity(taken.len());
         for received in taken {
             let message = received.message;
+            let message_id = message.message_id.clone();
             let destination = match (&task.destination, &message.dead_letter_source) {
                 (Some(name), _) => name.clone(),
                 (None, Some(arn)) => arn.rsplit(':').next().unwrap_or_default().to_owned(),
@@ -171,18 +172,7 @@ impl Broker {
             by_destination
                 .entry(destination)
                 .or_default()
-                .push(NewMessage {
-                    dedup_key: Some(format!("move:{}:{}", task.id, message.message_id)),
-                    message_id: message.message_id,
-                    body: message.body,
-                    attributes: message.attributes,
-                    trace_header: message.trace_header,
-                    sender_id: message.sender_id,
-                    delay_seconds: 0,
-                    group_id: message.group_id,
-                    deduplication_id: message.deduplication_id,
-                    dead_letter_source: None,
-                });
+                .push(message.resend(format!("move:{}:{}", task.id, message_id), None));
             handles.push(HandleRef {
                 seq: received.seq,
                 token: received.token,

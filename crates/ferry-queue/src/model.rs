@@ -167,6 +167,25 @@ pub struct StoredMessage {
     pub dead_letter_source: Option<String>,
 }
 
+impl StoredMessage {
+    /// This message as a send to another queue (a dead-letter move or a redrive): same id, body,
+    /// attributes and group, visible at once, deduplicated under `dedup_key`.
+    pub fn resend(self, dedup_key: String, dead_letter_source: Option<String>) -> NewMessage {
+        NewMessage {
+            message_id: self.message_id,
+            body: self.body,
+            attributes: self.attributes,
+            trace_header: self.trace_header,
+            sender_id: self.sender_id,
+            delay_seconds: 0,
+            group_id: self.group_id,
+            deduplication_id: self.deduplication_id,
+            dedup_key: Some(dedup_key),
+            dead_letter_source,
+        }
+    }
+}
+
 /// A message waiting to be moved to its dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
