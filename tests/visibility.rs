@@ -5,7 +5,8 @@
 //! incremented; an old receipt handle can still delete (SQS accepts it) but it deletes nothing once
 //! the message was received again, and it cannot change visibility; the current handle deletes for
 //! good; a garbage handle is refused; a delayed message is hidden for its delay; a long poll
-//! returns as soon as a message arrives.
+//! returns as soon as a message arrives. Visibility changes in flight when their partition leader
+//! is SIGKILLed are not repeated on the next leader (a finding of jepsen/).
 
 mod common;
 
@@ -363,5 +364,116 @@ async fn retention_period_expires_messages() {
     assert!(
         received.is_empty(),
         "an expired message was delivered: {received:?}"
+    );
+}
+
+/// Messages held in flight while their visibility is changed through the followers.
+const CRASH_MESSAGES: usize = 300;
+/// Visibility changes in flight at once, so that the crash lands between some change's commit on a
+/// quorum and its answer reaching the follower that forwarded it.
+const CRASH_CHANGERS: usize = 30;
+/// Changes answered before the leader is killed.
+const CHANGES_BEFORE_CRASH: usize = 60;
+/// Changes wait for an election of the surviving two.
+const CHANGES_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A visibility change answers for its own run even when the partition leader dies under it.
+/// Regression test for a finding of jepsen/: the router repeated a change whose first run had been
+/// committed, the repeat found the message already visible and answered MessageNotInflight. Every
+/// change here is to 0 s on a message that nothing else touches, so its only truthful answers are
+/// success, or OutcomeUnknown / Unavailable when the forwarding node cannot know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visibility_changes_through_a_leader_crash_are_not_repeated() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let queue = "visibility-crash";
+    cluster
+        .client(1)
+        .create_queue(CreateQueueRequest {
+            queue_name: queue.to_string(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create {queue}: {e:?}"));
+    let group = cluster.queue_groups(queue).await[0];
+    let leader = cluster.wait_for_leader(group, COUNTERS_TIMEOUT).await;
+    let followers: Vec<_> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .map(|id| cluster.client(id))
+        .collect();
+
+    let mut client = cluster.client(leader);
+    for chunk in 0..CRASH_MESSAGES / 10 {
+        let bodies = (0..10).map(|i| format!("m{}", chunk * 10 + i)).collect();
+        let sent = common::send_bodies(std::slice::from_ref(&client), 0, queue, bodies, 1).await;
+        assert_eq!(sent.acked.len(), 10, "send before the crash: {sent:?}");
+    }
+    let mut handles = HashMap::new();
+    within(COUNTERS_TIMEOUT, "receive every message", async {
+        while handles.len() < CRASH_MESSAGES {
+            let mut request = receive_request(queue, 10, 1);
+            request.visibility_timeout = Some(HOLD_VISIBILITY * 10);
+            let messages = client.receive_message(request).await.expect("receive");
+            for m in messages.into_inner().messages {
+                handles.insert(m.body, m.receipt_handle);
+            }
+        }
+    })
+    .await;
+
+    let work = std::sync::Arc::new(std::sync::Mutex::new(
+        handles.into_values().collect::<Vec<_>>(),
+    ));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut changers = tokio::task::JoinSet::new();
+    for i in 0..CRASH_CHANGERS {
+        let mut client = followers[i % followers.len()].clone();
+        let (work, answered) = (work.clone(), answered.clone());
+        changers.spawn(async move {
+            let mut answers: Vec<Result<(), tonic::Status>> = Vec::new();
+            loop {
+                let next = work.lock().unwrap().pop();
+                let Some(handle) = next else { break };
+                answers.push(change_visibility(&mut client, queue, &handle, 0).await);
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            answers
+        });
+    }
+    wait_until(CHANGES_TIMEOUT, "changes before the crash", async || {
+        answered.load(std::sync::atomic::Ordering::Relaxed) >= CHANGES_BEFORE_CRASH
+    })
+    .await;
+    cluster.kill(leader);
+    let answers = within(
+        CHANGES_TIMEOUT,
+        "every change answered",
+        changers.join_all(),
+    )
+    .await;
+
+    let mut tally: HashMap<String, usize> = HashMap::new();
+    for answer in answers.into_iter().flatten() {
+        let outcome = match answer {
+            Ok(()) => "ok".to_string(),
+            Err(status) => common::error_code(&status)
+                .unwrap_or("<no Ferry code>")
+                .to_string(),
+        };
+        *tally.entry(outcome).or_default() += 1;
+    }
+    eprintln!("visibility changes across the crash: {tally:?}");
+    let truthful = ["ok", "OutcomeUnknown", "Unavailable", "<no Ferry code>"];
+    assert!(
+        tally
+            .keys()
+            .all(|outcome| truthful.contains(&outcome.as_str())),
+        "a change answered for a repeat of itself: {tally:?}"
+    );
+    assert!(
+        tally.get("ok").copied().unwrap_or(0) > CHANGES_BEFORE_CRASH,
+        "the surviving majority kept serving: {tally:?}"
     );
 }

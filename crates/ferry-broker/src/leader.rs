@@ -287,10 +287,12 @@ pub(crate) async fn propose(
         Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => Err(
             ExecError::Unknown("the leader changed while the request was being replicated".into()),
         ),
-        Ok(Err(error)) => Err(ExecError::Failed(FerryError::unavailable(format!(
+        // Raft stopped (shutdown or a fatal storage error) after taking the entry, maybe after
+        // appending it.
+        Ok(Err(error)) => Err(ExecError::Unknown(format!(
             "partition {}: {error}",
             handle.group
-        )))),
+        ))),
         Err(_) => Err(ExecError::Unknown(format!(
             "not committed within {PROPOSE_TIMEOUT:?}; the partition may have lost its quorum"
         ))),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_catalog::CatalogCommand;
 use ferry_queue::QueueCommand;
-use ferry_raft::{CommandBody, ForwardError, ForwardHandler, MultiRaft};
+use ferry_raft::{CommandBody, ForwardHandler, MultiRaft};
 use ferry_types::{ErrorCode, FerryError, GroupId, NodeId};
 use futures::future::BoxFuture;
 use tokio::time::Instant;
@@ -49,7 +49,7 @@ impl Router {
         let mut hint = None;
         let mut backoff = BACKOFF_START;
         let mut attempt = 0usize;
-        let mut last_problem = String::from("no attempt made");
+        let mut last_problem;
         let mut outcome_unknown = false;
         loop {
             let target = hint
@@ -62,6 +62,7 @@ impl Router {
                         .copied()
                         .unwrap_or(self.multi.node_id())
                 });
+            let mut unreachable = None;
             let result = if target == self.multi.node_id() {
                 self.leader.execute(group, request.clone()).await
             } else {
@@ -77,25 +78,23 @@ impl Router {
                     .await
                 {
                     Ok(reply) => decode::<Result<GroupReply, ExecError>>(&reply)?,
-                    Err(ForwardError::Timeout { .. }) => Err(ExecError::Unknown(format!(
-                        "node {target} did not answer in time"
-                    ))),
-                    Err(error) => Err(ExecError::NotLeader(None))
-                        .inspect_err(|_| last_problem = error.to_string()),
+                    Err(error) if error.surely_not_delivered() => {
+                        unreachable = Some(error.to_string());
+                        Err(ExecError::NotLeader(None))
+                    }
+                    Err(error) => Err(ExecError::Unknown(error.to_string())),
                 }
             };
             match result {
                 Ok(reply) => return Ok(reply),
                 Err(ExecError::Failed(error)) => return Err(error),
                 Err(ExecError::NotLeader(Some(leader))) if leader != target => {
-                    last_problem = format!("node {target} is not the leader of {group}");
                     hint = Some(leader);
                     continue;
                 }
                 Err(ExecError::NotLeader(_)) => {
-                    if last_problem.is_empty() {
-                        last_problem = format!("{group} has no leader");
-                    }
+                    last_problem = unreachable
+                        .unwrap_or_else(|| format!("node {target} knows no leader of {group}"));
                 }
                 Err(ExecError::NotHosted) => {
                     last_problem = format!("node {target} does not host {group}")

@@ -46,6 +46,28 @@ pub enum ForwardError {
     Transport { node: NodeId, status: tonic::Status },
 }
 
+impl ForwardError {
+    /// Whether the request surely never reached the node: its address is unknown or no connection
+    /// could be made. Anything else (a reset or closed connection, a timeout) may have come after the
+    /// node received the request, so whatever it asked for may have happened.
+    pub fn surely_not_delivered(&self) -> bool {
+        match self {
+            Self::UnknownNode(_) => true,
+            Self::Timeout { .. } => false,
+            Self::Transport { status, .. } => {
+                let mut source = std::error::Error::source(status);
+                while let Some(error) = source {
+                    if error.is::<tonic::ConnectError>() {
+                        return true;
+                    }
+                    source = error.source();
+                }
+                false
+            }
+        }
+    }
+}
+
 /// Routes Raft RPCs and forwarded requests to peer nodes.
 #[derive(Clone, Default)]
 pub struct RaftRouter {
@@ -284,5 +306,43 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         self.router.set_address(target, &node.addr);
         GroupNetworkAdapter::new(self.router.clone(), target, self.group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node that refuses connections never saw the request, so the caller may try elsewhere;
+    /// one that accepted the connection and went silent may have run it.
+    #[tokio::test]
+    async fn only_a_failed_connection_means_not_delivered() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let _accepting = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+
+        let router = RaftRouter::default();
+        router.set_address(1, &closed_addr.to_string());
+        router.set_address(2, &silent_addr.to_string());
+        let forward =
+            |node| router.forward(node, GroupId(7), Bytes::new(), Duration::from_millis(500));
+
+        let refused = forward(1).await.unwrap_err();
+        assert!(refused.surely_not_delivered(), "{refused:?}");
+        let unanswered = forward(2).await.unwrap_err();
+        assert!(!unanswered.surely_not_delivered(), "{unanswered:?}");
+        let unknown = RaftRouter::default()
+            .forward(3, GroupId(7), Bytes::new(), Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(unknown.surely_not_delivered(), "{unknown:?}");
     }
 }
