@@ -1,7 +1,7 @@
 //! Key layout of a partition (relative to the group prefix that `ferry-storage` adds).
 //!
 //! ```text
-//! [0x00]                          -> Meta { next_seq, message_count }
+//! [0x00]                          -> Meta { next_seq, message_count, visibility_floor, message_floor }
 //! [0x01] seq:u64be                -> StoredMessage (postcard)
 //! [0x02] visible_at:u64be seq:u64be -> [kind]  (index of when each message becomes receivable)
 //! [0x03] group_len:u16be group seq:u64be  -> []   (FIFO: a group's messages in order)

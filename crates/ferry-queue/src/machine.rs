@@ -13,6 +13,12 @@ struct Meta {
     next_seq: u64,
     /// Stored messages, not counting those waiting in the dead-letter outbox.
     message_count: u64,
+    /// No visibility index entry is earlier than this. Scans of the index start here rather than
+    /// at its beginning, where received and deleted messages leave deletion markers that RocksDB
+    /// would otherwise step over on every receive.
+    visibility_floor: u64,
+    /// No stored message has a lower sequence number (the same reason, for retention scans).
+    message_floor: u64,
 }
 
 /// A deduplication record: the message a key stored, until the window closes.
@@ -79,6 +85,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
         };
         self.store
             .put(keys::visibility(record.visible_at_ms, seq), vec![kind]);
+        self.meta.visibility_floor = self.meta.visibility_floor.min(record.visible_at_ms);
         self.store.put(keys::message(seq), encode(&record)?);
         self.messages.insert(seq, Some(record));
         Ok(())
@@ -177,7 +184,37 @@ impl<'a, S: StateStore> Tx<'a, S> {
         Ok(())
     }
 
-    fn finish(self) -> Result<(), StoreError> {
+    /// Moves the message floor to the first message left after this command's removals. The floor
+    /// is kept at a live message, so this usually looks at one key.
+    fn advance_message_floor(&mut self) -> Result<(), StoreError> {
+        if !self.messages.values().any(Option::is_none) {
+            return Ok(());
+        }
+        // Messages this command stored are not in the store yet.
+        let mut floor = self
+            .messages
+            .iter()
+            .find(|(_, record)| record.is_some())
+            .map_or(self.meta.next_seq, |(seq, _)| {
+                (*seq).min(self.meta.next_seq)
+            });
+        self.store.scan(
+            &keys::message(self.meta.message_floor),
+            &[keys::MESSAGES + 1],
+            &mut |key, _| match keys::trailing_seq(key) {
+                Some(seq) if matches!(self.messages.get(&seq), Some(None)) => true,
+                found => {
+                    floor = found.unwrap_or(floor);
+                    false
+                }
+            },
+        )?;
+        self.meta.message_floor = floor;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), StoreError> {
+        self.advance_message_floor()?;
         self.store.put(keys::META.to_vec(), encode(&self.meta)?);
         Ok(())
     }
@@ -204,6 +241,8 @@ pub fn apply<S: StateStore>(
             tx.store
                 .delete_range(vec![keys::DEAD_LETTERS], vec![keys::DEAD_LETTERS + 1]);
             tx.meta.message_count = 0;
+            tx.meta.message_floor = tx.meta.next_seq;
+            tx.meta.visibility_floor = ctx.now_ms;
             QueueResult::Purged { removed }
         }
         QueueCommand::ExpireRetention { retention_s, max } => {
@@ -329,11 +368,16 @@ fn receive_messages<S: StateStore>(
     }
     let selection = select(
         tx.store,
+        &tx.meta,
         ctx.now_ms,
         receive.max as usize,
         receive.fifo,
         receive.max_receive_count,
     )?;
+    if let Some(floor) = selection.visibility_floor {
+        // Raised before this command re-indexes what it takes (which may lower it again).
+        tx.meta.visibility_floor = tx.meta.visibility_floor.max(floor);
+    }
     for (seq, record) in selection.dead {
         tx.dead_letter(seq, record)?;
     }
@@ -398,10 +442,13 @@ fn repeat_attempt<S: StateStore>(
 struct Selection {
     deliver: Vec<(u64, StoredMessage)>,
     dead: Vec<(u64, StoredMessage)>,
+    /// A new visibility floor: no index entry is earlier (standard queues).
+    visibility_floor: Option<u64>,
 }
 
 fn select<S: StateStore + ?Sized>(
     store: &S,
+    meta: &Meta,
     now: u64,
     max: usize,
     fifo: bool,
@@ -410,6 +457,7 @@ fn select<S: StateStore + ?Sized>(
     let mut selection = Selection {
         deliver: Vec::new(),
         dead: Vec::new(),
+        visibility_floor: None,
     };
     if max == 0 {
         return Ok(selection);
@@ -418,7 +466,10 @@ fn select<S: StateStore + ?Sized>(
         max_receive_count.is_some_and(|limit| record.receive_count >= limit)
     };
     if !fifo {
-        for (_, seq) in visible_now(store, now, max + STANDARD_SCAN_SLACK)? {
+        let due = visible_now(store, meta.visibility_floor, now, max + STANDARD_SCAN_SLACK)?;
+        // Nothing before the first entry due, or before `now` if none is.
+        selection.visibility_floor = Some(due.first().map_or(now + 1, |(at, _)| *at));
+        for (_, seq) in due {
             let record = load_message(store, seq)?.ok_or_else(|| missing(seq))?;
             if exhausted(&record) {
                 selection.dead.push((seq, record));
@@ -434,8 +485,9 @@ fn select<S: StateStore + ?Sized>(
     // FIFO: groups in the order of their oldest message; a group with anything in flight is
     // skipped whole; within a group, messages go in order and stop at the first not yet visible.
     let mut groups = Vec::new();
+    // A group's head is one of its stored messages, so none is below the message floor.
     store.scan(
-        &[keys::GROUP_HEADS],
+        &keys::group_head(meta.message_floor, ""),
         &[keys::GROUP_HEADS + 1],
         &mut |key, _| {
             if let Some((_, group)) = keys::parse_group_head(key) {
@@ -548,7 +600,7 @@ fn expire<S: StateStore>(
     // Sequence order is send order, and send times never decrease, so the scan stops at the first
     // message still within its retention period. Dead-lettered messages are the mover's.
     tx.store.scan(
-        &[keys::MESSAGES],
+        &keys::message(tx.meta.message_floor),
         &[keys::MESSAGES + 1],
         &mut |key, value| {
             if expired.len() >= max as usize {
@@ -614,6 +666,7 @@ fn prune_expired<S: StateStore>(
 /// Up to `max` `(visible_at, seq)` index entries that are receivable at `now_ms`, oldest first.
 fn visible_now<S: StateStore + ?Sized>(
     store: &S,
+    floor: u64,
     now_ms: u64,
     max: usize,
 ) -> Result<Vec<(u64, u64)>, StoreError> {
@@ -622,7 +675,7 @@ fn visible_now<S: StateStore + ?Sized>(
         return Ok(due);
     }
     store.scan(
-        &[keys::VISIBILITY],
+        &keys::visibility(floor, 0),
         &keys::visibility_after(now_ms),
         &mut |key, _| {
             if let Some(entry) = keys::parse_visibility(key) {
@@ -642,7 +695,14 @@ pub fn has_receivable_message<S: StateStore + ?Sized>(
     fifo: bool,
     max_receive_count: Option<u32>,
 ) -> Result<bool, StoreError> {
-    let selection = select(store, now_ms, 1, fifo, max_receive_count)?;
+    let selection = select(
+        store,
+        &read_meta(store)?,
+        now_ms,
+        1,
+        fifo,
+        max_receive_count,
+    )?;
     Ok(!selection.deliver.is_empty() || !selection.dead.is_empty())
 }
 
@@ -690,10 +750,15 @@ pub fn approximate_counts<S: StateStore + ?Sized>(
 /// When the oldest stored message was sent: retention expiry proposes work only when it is due.
 pub fn oldest_sent_at<S: StateStore + ?Sized>(store: &S) -> Result<Option<u64>, StoreError> {
     let mut oldest = Ok(None);
-    store.scan(&[keys::MESSAGES], &[keys::MESSAGES + 1], &mut |_, value| {
-        oldest = decode::<StoredMessage>(value).map(|record| Some(record.sent_at_ms));
-        false
-    })?;
+    let floor = read_meta(store)?.message_floor;
+    store.scan(
+        &keys::message(floor),
+        &[keys::MESSAGES + 1],
+        &mut |_, value| {
+            oldest = decode::<StoredMessage>(value).map(|record| Some(record.sent_at_ms));
+            false
+        },
+    )?;
     oldest
 }
 
@@ -739,7 +804,7 @@ fn read_meta<S: StateStore + ?Sized>(store: &S) -> Result<Meta, StoreError> {
         Some(bytes) => decode(&bytes),
         None => Ok(Meta {
             next_seq: 1,
-            message_count: 0,
+            ..Meta::default()
         }),
     }
 }

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use ferry_broker::Broker;
 use ferry_grpc::FerryService;
@@ -16,8 +17,9 @@ use ferry_raft::{InternalService, MultiRaft, RaftRouter, MAX_INTERNAL_MESSAGE_BY
 use ferry_storage::NodeDb;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::NodeConfig;
 
@@ -68,7 +70,6 @@ pub async fn run(
     .max_decoding_message_size(MAX_INTERNAL_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES);
     let grpc_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         // Raft RPCs that time out are reset by the caller; with hundreds of groups on one
         // connection, hyper's default limit of 20 such resets would close the connection every
         // group shares and turn a slow moment into elections everywhere.
@@ -76,7 +77,10 @@ pub async fn run(
         .add_service(internal)
         .add_service(FerryService::new(broker.clone()).into_server())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            // Replies (and Raft acknowledgements) must not wait for Nagle's algorithm: with delayed
+            // ACKs on the peer, a small reply can sit for 40 ms. The builder's `tcp_nodelay` does
+            // not reach sockets of a listener given to it, so it is set here.
+            TcpIncoming::from(grpc).with_nodelay(Some(true)),
             stopped(stop_rx.clone()),
         );
     let grpc_task = tokio::spawn(grpc_server);
@@ -106,7 +110,7 @@ pub async fn run(
     );
     let sqs_app = ferry_sqs::router(broker.clone(), config.sqs.clone());
     let sqs_task = tokio::spawn(
-        axum::serve(sqs, sqs_app)
+        axum::serve(sqs.tap_io(no_delay), sqs_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
@@ -197,4 +201,11 @@ async fn debug_groups(State(state): State<AdminState>) -> Json<Vec<GroupStatus>>
         })
         .collect();
     Json(groups)
+}
+
+/// Disables Nagle's algorithm on an accepted SQS connection, so that a response is sent at once.
+fn no_delay(stream: &mut TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "TCP_NODELAY not set on an SQS connection");
+    }
 }
