@@ -25,8 +25,10 @@ const ELECTION_MAX_MS: u64 = 2_000;
 /// group itself.
 const INITIALIZE_FALLBACK: Duration = Duration::from_secs(3);
 /// Entries between snapshots, by default; behind a snapshot only a tail of a fifth as many entries is
-/// kept, so a replica further behind catches up from the snapshot.
-pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 5_000;
+/// kept, so a replica further behind catches up from the snapshot. A snapshot copies the whole
+/// partition, so with a large backlog frequent ones cost more than the log they free: at 5,000 a
+/// 150,000-message drain spent 15% of a node's CPU writing snapshots and ran a third slower.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 20_000;
 
 /// A running group on this node.
 #[derive(Clone)]

@@ -28,6 +28,10 @@ use crate::types::{decode, encode, Snapshot, TypeConfig, Vote};
 
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The least time an append that carries entries gets. openraft allows one heartbeat interval
+/// (200 ms), which a multi-megabyte batch waiting for a busy follower's fsync can exceed; giving up
+/// only makes the leader send the same entries again.
+const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(2);
 /// A snapshot transfer may move a whole partition; it is cancelled by openraft when no longer needed.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Chunks read ahead of the network while streaming a snapshot.
@@ -151,7 +155,7 @@ impl RaftRouter {
         group: GroupId,
         kind: RaftKind,
         request: &Req,
-        option: &RPCOption,
+        timeout: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
@@ -166,11 +170,10 @@ impl RaftRouter {
             kind: kind as i32,
             payload: payload.into(),
         });
-        let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
+        let reply = match tokio::time::timeout(timeout, call).await {
             Err(_) => {
                 return Err(RPCError::Unreachable(Unreachable::from_string(format!(
-                    "node {target} timed out after {:?}",
-                    option.hard_ttl()
+                    "node {target} timed out after {timeout:?}"
                 ))))
             }
             Ok(Err(status)) => return Err(status_error(target, status)),
@@ -206,7 +209,12 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.raft_call(target, group, RaftKind::Append, &rpc, &option)
+        let timeout = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(APPEND_TIMEOUT_FLOOR)
+        };
+        self.raft_call(target, group, RaftKind::Append, &rpc, timeout)
             .await
     }
 
@@ -217,7 +225,7 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.raft_call(target, group, RaftKind::Vote, &rpc, &option)
+        self.raft_call(target, group, RaftKind::Vote, &rpc, option.hard_ttl())
             .await
     }
 
@@ -228,7 +236,7 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.raft_call(target, group, RaftKind::PreVote, &rpc, &option)
+        self.raft_call(target, group, RaftKind::PreVote, &rpc, option.hard_ttl())
             .await
     }
 
