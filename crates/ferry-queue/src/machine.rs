@@ -185,9 +185,10 @@ impl<'a, S: StateStore> Tx<'a, S> {
     }
 
     /// Moves the message floor to the first message left after this command's removals. The floor
-    /// is kept at a live message, so this usually looks at one key.
+    /// is kept at the oldest stored message (or at the next sequence number when there is none), so
+    /// only removing that message moves it.
     fn advance_message_floor(&mut self) -> Result<(), StoreError> {
-        if !self.messages.values().any(Option::is_none) {
+        if !matches!(self.messages.get(&self.meta.message_floor), Some(None)) {
             return Ok(());
         }
         // Messages this command stored are not in the store yet.
@@ -467,19 +468,27 @@ fn select<S: StateStore + ?Sized>(
     };
     if !fifo {
         let due = visible_now(store, meta.visibility_floor, now, max + STANDARD_SCAN_SLACK)?;
-        // Nothing before the first entry due, or before `now` if none is.
-        selection.visibility_floor = Some(due.first().map_or(now + 1, |(at, _)| *at));
-        for (_, seq) in due {
+        // Everything this receive takes leaves the front of the index, so afterwards nothing is
+        // earlier than the first entry it leaves (or than the last one it looked at, or than `now`
+        // if none was due).
+        let mut taken = 0;
+        for (_, seq) in &due {
+            let seq = *seq;
             let record = load_message(store, seq)?.ok_or_else(|| missing(seq))?;
             if exhausted(&record) {
                 selection.dead.push((seq, record));
             } else if selection.deliver.len() < max {
                 selection.deliver.push((seq, record));
             }
+            taken += 1;
             if selection.deliver.len() >= max {
                 break;
             }
         }
+        selection.visibility_floor = Some(match due.get(taken).or(due.last()) {
+            Some((at, _)) => *at,
+            None => now + 1,
+        });
         return Ok(selection);
     }
     // FIFO: groups in the order of their oldest message; a group with anything in flight is
@@ -804,6 +813,7 @@ fn read_meta<S: StateStore + ?Sized>(store: &S) -> Result<Meta, StoreError> {
         Some(bytes) => decode(&bytes),
         None => Ok(Meta {
             next_seq: 1,
+            message_floor: 1,
             ..Meta::default()
         }),
     }
