@@ -96,7 +96,12 @@ impl Client {
         }
     }
 
-    pub async fn create_queue(&self, queue: &str, fifo: bool) -> anyhow::Result<()> {
+    pub async fn create_queue(
+        &self,
+        queue: &str,
+        fifo: bool,
+        partitions: u32,
+    ) -> anyhow::Result<()> {
         let mut attributes = std::collections::HashMap::new();
         if fifo {
             attributes.insert("FifoQueue".to_owned(), "true".to_owned());
@@ -112,9 +117,13 @@ impl Client {
                 let request = pb::CreateQueueRequest {
                     queue_name: queue.to_owned(),
                     attributes,
+                    partitions,
                     ..Default::default()
                 };
                 self.grpc_client(0).create_queue(request).await?;
+            }
+            Self::Sqs { .. } if partitions != 0 => {
+                anyhow::bail!("--partitions needs the gRPC transport (SQS has no such attribute)")
             }
             Self::Sqs { .. } => {
                 self.sqs_call(

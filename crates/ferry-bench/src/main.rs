@@ -67,6 +67,9 @@ struct Args {
     /// Queues the load is spread over.
     #[arg(long, default_value_t = 1)]
     queues: usize,
+    /// Partitions of each standard queue the run creates (gRPC only; 0 = the cluster's default).
+    #[arg(long, default_value_t = 0)]
+    partitions: u32,
     /// Message groups of the FIFO scenario.
     #[arg(long, default_value_t = 100)]
     groups: usize,
@@ -170,7 +173,7 @@ impl Bench {
         for index in 0..count {
             let name = self.queue(scenario, index);
             self.client
-                .create_queue(&name, scenario == Scenario::Fifo)
+                .create_queue(&name, scenario == Scenario::Fifo, self.args.partitions)
                 .await?;
             names.push(name);
         }
