@@ -332,9 +332,11 @@ impl Bench {
                 vec![self.report(scenario, &tally, started.elapsed(), "send call", sent)]
             }
             Scenario::Drain => {
+                let fill_started = Instant::now();
                 let fill = self
-                    .send_load(&queues, limit, Instant::now() + duration * 4, None)
+                    .send_load(&queues, limit, fill_started + duration * 4, None)
                     .await;
+                let fill_elapsed = fill_started.elapsed();
                 let backlog = fill.messages.load(Ordering::Relaxed);
                 let started = Instant::now();
                 let tally = self
@@ -346,13 +348,16 @@ impl Bench {
                     )
                     .await;
                 let drained = tally.messages.load(Ordering::Relaxed);
-                vec![self.report(
-                    scenario,
-                    &tally,
-                    started.elapsed(),
-                    "send to receive",
-                    drained,
-                )]
+                vec![
+                    self.report(scenario, &fill, fill_elapsed, "send call (fill)", backlog),
+                    self.report(
+                        scenario,
+                        &tally,
+                        started.elapsed(),
+                        "send to receive",
+                        drained,
+                    ),
+                ]
             }
             Scenario::Latency => {
                 let started = Instant::now();
