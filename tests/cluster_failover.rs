@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{send_bodies, wait_for, wait_until, ClusterOptions, TestCluster};
+use common::{
+    assert_no_loss_or_phantom, send_bodies, wait_for, wait_until, ClusterOptions, TestCluster,
+};
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::CreateQueueRequest;
 use rand::rngs::StdRng;
@@ -236,35 +238,7 @@ async fn run_round(seed: u64) {
         receive_errors
     );
 
-    let mut missing: Vec<&String> = ledger
-        .acked
-        .iter()
-        .filter(|b| !received.contains_key(*b))
-        .collect();
-    missing.sort();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged bodies were never received, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(20)]
-    );
-    let mut phantoms: Vec<&String> = received
-        .keys()
-        .filter(|b| !ledger.acked.contains(*b) && !ledger.unknown.contains(*b))
-        .collect();
-    phantoms.sort();
-    assert!(
-        phantoms.is_empty(),
-        "{} received bodies were never sent or were refused with Unavailable, e.g. {:?} \
-         (never sent: {:?})",
-        phantoms.len(),
-        &phantoms[..phantoms.len().min(20)],
-        phantoms
-            .iter()
-            .filter(|b| !ledger.attempted.contains(**b))
-            .take(20)
-            .collect::<Vec<_>>()
-    );
+    assert_no_loss_or_phantom(&ledger.attempted, &ledger.acked, &ledger.unknown, &received);
     assert!(
         ledger.unexpected.is_empty(),
         "sends failed with errors a cluster with one node down must not give: {:?}",

@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{
-    error_code, receive_and_delete, send_bodies, wait_until, within, ClusterOptions, SendOutcome,
-    TestCluster,
+    assert_no_loss_or_phantom, error_code, receive_and_delete, send_bodies, wait_until, within,
+    ClusterOptions, SendOutcome, TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{CreateQueueRequest, SendMessageRequest};
@@ -275,31 +275,7 @@ impl Ledger {
             self.unknown.len(),
             received.len()
         );
-        let mut missing: Vec<&String> = self
-            .acked
-            .iter()
-            .filter(|b| !received.contains_key(*b))
-            .collect();
-        missing.sort();
-        assert!(
-            missing.is_empty(),
-            "{} acknowledged messages are lost, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(20)]
-        );
-        let phantoms: Vec<&String> = received
-            .keys()
-            .filter(|b| !self.acked.contains(*b) && !self.unknown.contains(*b))
-            .collect();
-        let never_sent: Vec<&&String> = phantoms
-            .iter()
-            .filter(|b| !self.attempted.contains(**b))
-            .collect();
-        assert!(
-            phantoms.is_empty(),
-            "received messages that were refused or never sent: {phantoms:?} (never sent: \
-             {never_sent:?})"
-        );
+        assert_no_loss_or_phantom(&self.attempted, &self.acked, &self.unknown, received);
     }
 }
 

@@ -12,7 +12,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::future::Future;
 use std::io::Write as _;
@@ -692,4 +692,44 @@ pub async fn send_bodies(
         }
     }
     outcome
+}
+
+/// Asserts what acknowledgements promise, after a drain: every body in `acked` was `received`, and
+/// every body received was acknowledged or had an unknown outcome (none that every attempt saw
+/// refused with `Unavailable`, none never sent).
+#[track_caller]
+pub fn assert_no_loss_or_phantom(
+    attempted: &HashSet<String>,
+    acked: &HashSet<String>,
+    unknown: &HashSet<String>,
+    received: &HashMap<String, usize>,
+) {
+    let mut lost: Vec<&String> = acked
+        .iter()
+        .filter(|b| !received.contains_key(*b))
+        .collect();
+    lost.sort();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged bodies were never received, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    let mut phantoms: Vec<&String> = received
+        .keys()
+        .filter(|b| !acked.contains(*b) && !unknown.contains(*b))
+        .collect();
+    phantoms.sort();
+    let never_sent: Vec<&&String> = phantoms
+        .iter()
+        .filter(|b| !attempted.contains(**b))
+        .take(20)
+        .collect();
+    assert!(
+        phantoms.is_empty(),
+        "{} received bodies were refused with Unavailable or never sent, e.g. {:?} (never sent: \
+         {never_sent:?})",
+        phantoms.len(),
+        &phantoms[..phantoms.len().min(20)]
+    );
 }
