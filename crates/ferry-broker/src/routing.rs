@@ -64,7 +64,15 @@ impl Router {
                 });
             let mut unreachable = None;
             let result = if target == self.multi.node_id() {
-                self.leader.execute(group, request.clone()).await
+                // Bounded like a forwarded call, so that nothing a leader waits on can hold the
+                // caller forever.
+                tokio::time::timeout(call_timeout, self.leader.execute(group, request.clone()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ExecError::Unknown(format!(
+                            "node {target} did not finish within {call_timeout:?}"
+                        )))
+                    })
             } else {
                 let timeout = call_timeout.min(
                     deadline
