@@ -81,6 +81,20 @@ async fn lagging_replica_catches_up_from_a_snapshot() {
     let mut cluster = TestCluster::start(3, options).await;
     let queue = "snapshotted";
     create(&mut cluster.client(1), queue).await;
+    // Nodes 1 and 2 hold every partition's first entries before node 3 stops: a first leader that
+    // dies before replicating anything leaves its group unable to elect (see ARCHITECTURE.md).
+    let partitions = cluster.queue_groups(queue).await;
+    for group in &partitions {
+        cluster.wait_for_leader(*group, CATCH_UP_TIMEOUT).await;
+    }
+    wait_until(
+        CATCH_UP_TIMEOUT,
+        "nodes 1 and 2 hold the new partitions",
+        async || {
+            caught_up(&cluster, 1, &partitions).await && caught_up(&cluster, 2, &partitions).await
+        },
+    )
+    .await;
     cluster.terminate(3).await;
 
     // Far more log entries than the 20-entry snapshot interval (and its 4-entry tail) while node 3 is
@@ -91,7 +105,6 @@ async fn lagging_replica_catches_up_from_a_snapshot() {
     ledger.assert_all_acked("with node 3 stopped");
 
     cluster.restart(3).await;
-    let partitions = cluster.queue_groups(queue).await;
     wait_until(
         CATCH_UP_TIMEOUT,
         "node 3 caught up from snapshots",
