@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! [0x00]                          -> Meta { next_seq, message_count, visibility_floor, message_floor }
-//! [0x01] seq:u64be                -> StoredMessage (postcard)
+//! [0x01] seq:u64be                -> MessageState (postcard: visibility, receive count, token)
 //! [0x02] visible_at:u64be seq:u64be -> [kind]  (index of when each message becomes receivable)
 //! [0x03] group_len:u16be group seq:u64be  -> []   (FIFO: a group's messages in order)
 //! [0x04] head_seq:u64be group             -> []   (FIFO: every group with messages, by its oldest)
@@ -11,6 +11,7 @@
 //! [0x07] seq:u64be                        -> []   (dead-letter outbox: messages to move)
 //! [0x08] attempt id                       -> Attempt (postcard)
 //! [0x09] expires_at:u64be attempt id      -> []   (receive attempts by expiry)
+//! [0x0A] seq:u64be                        -> MessageContent (postcard: id, body, attributes)
 //! ```
 //! The visibility index sorts by time first, so "what can be received now" is one range scan from
 //! the start of the index up to `now`.
@@ -25,6 +26,7 @@ pub const DEDUP_EXPIRY: u8 = 0x06;
 pub const DEAD_LETTERS: u8 = 0x07;
 pub const ATTEMPTS: u8 = 0x08;
 pub const ATTEMPT_EXPIRY: u8 = 0x09;
+pub const CONTENTS: u8 = 0x0A;
 
 /// Index value of a message never received (delayed or visible).
 pub const KIND_NEW: u8 = 0;
@@ -36,6 +38,10 @@ pub fn message(seq: u64) -> Vec<u8> {
     key.push(MESSAGES);
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+pub fn content(seq: u64) -> Vec<u8> {
+    tagged(CONTENTS, &[&seq.to_be_bytes()])
 }
 
 pub fn visibility(visible_at_ms: u64, seq: u64) -> Vec<u8> {

@@ -10,6 +10,7 @@
 mod keys;
 mod machine;
 mod model;
+mod record;
 
 pub use machine::{
     apply, approximate_counts, dead_letters, has_receivable_message, next_visibility_change,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys;
 use crate::model::*;
+use crate::record::{self, MessageContent, MessageState};
 use crate::{StateStore, StoreError};
 
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
@@ -51,7 +52,7 @@ const PRUNE_PER_COMMAND: usize = 16;
 struct Tx<'a, S: StateStore> {
     store: &'a mut S,
     meta: Meta,
-    messages: BTreeMap<u64, Option<StoredMessage>>,
+    messages: BTreeMap<u64, Option<MessageState>>,
     /// The oldest message of each group touched by this command (None: the group is empty).
     heads: HashMap<String, Option<u64>>,
 }
@@ -67,17 +68,17 @@ impl<'a, S: StateStore> Tx<'a, S> {
         })
     }
 
-    fn load(&mut self, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+    fn load(&mut self, seq: u64) -> Result<Option<MessageState>, StoreError> {
         if let Some(cached) = self.messages.get(&seq) {
             return Ok(cached.clone());
         }
-        let record = load_message(self.store, seq)?;
+        let record = load_state(self.store, seq)?;
         self.messages.insert(seq, record.clone());
         Ok(record)
     }
 
-    /// Writes a record and its visibility index entry.
-    fn put(&mut self, seq: u64, record: StoredMessage) -> Result<(), StoreError> {
+    /// Writes a message's state and its visibility index entry.
+    fn put(&mut self, seq: u64, record: MessageState) -> Result<(), StoreError> {
         let kind = if record.receive_count == 0 {
             keys::KIND_NEW
         } else {
@@ -91,18 +92,18 @@ impl<'a, S: StateStore> Tx<'a, S> {
         Ok(())
     }
 
-    /// Rewrites a message whose visibility (and possibly other fields) changed.
+    /// Rewrites the state of a message whose visibility (and possibly more) changed.
     fn update(
         &mut self,
         seq: u64,
         old_visible_at: u64,
-        record: StoredMessage,
+        record: MessageState,
     ) -> Result<(), StoreError> {
         self.store.delete(keys::visibility(old_visible_at, seq));
         self.put(seq, record)
     }
 
-    fn remove(&mut self, seq: u64, record: &StoredMessage) -> Result<(), StoreError> {
+    fn remove(&mut self, seq: u64, record: &MessageState) -> Result<(), StoreError> {
         // The group's head is found before the message is marked removed.
         if let Some(group) = &record.group_id {
             self.group_remove(group, seq)?;
@@ -110,6 +111,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
         self.store
             .delete(keys::visibility(record.visible_at_ms, seq));
         self.store.delete(keys::message(seq));
+        self.store.delete(keys::content(seq));
         self.messages.insert(seq, None);
         self.meta.message_count = self.meta.message_count.saturating_sub(1);
         Ok(())
@@ -169,7 +171,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
     }
 
     /// Moves a message into the dead-letter outbox: out of every index, handles invalidated.
-    fn dead_letter(&mut self, seq: u64, mut record: StoredMessage) -> Result<(), StoreError> {
+    fn dead_letter(&mut self, seq: u64, mut record: MessageState) -> Result<(), StoreError> {
         self.store
             .delete(keys::visibility(record.visible_at_ms, seq));
         if let Some(group) = record.group_id.clone() {
@@ -241,6 +243,8 @@ pub fn apply<S: StateStore>(
                 .delete_range(vec![keys::MESSAGES], vec![keys::GROUP_HEADS + 1]);
             tx.store
                 .delete_range(vec![keys::DEAD_LETTERS], vec![keys::DEAD_LETTERS + 1]);
+            tx.store
+                .delete_range(vec![keys::CONTENTS], vec![keys::CONTENTS + 1]);
             tx.meta.message_count = 0;
             tx.meta.message_floor = tx.meta.next_seq;
             tx.meta.visibility_floor = ctx.now_ms;
@@ -257,6 +261,7 @@ pub fn apply<S: StateStore>(
                     .is_some_and(|record| record.visible_at_ms == DEAD_LETTERED)
                 {
                     tx.store.delete(keys::message(seq));
+                    tx.store.delete(keys::content(seq));
                     tx.messages.insert(seq, None);
                 }
             }
@@ -321,26 +326,12 @@ fn send<S: StateStore>(
         if let Some(group) = &message.group_id {
             tx.group_append(group, seq)?;
         }
-        let record = StoredMessage {
-            message_id: message.message_id.clone(),
-            body: message.body,
-            attributes: message.attributes,
-            trace_header: message.trace_header,
-            sender_id: message.sender_id,
-            sent_at_ms: ctx.now_ms,
-            visible_at_ms: ctx.now_ms + u64::from(message.delay_seconds) * 1000,
-            receive_count: 0,
-            first_receive_at_ms: None,
-            last_receive_at_ms: None,
-            token: 0,
-            group_id: message.group_id,
-            deduplication_id: message.deduplication_id,
-            dead_letter_source: message.dead_letter_source,
-        };
-        tx.put(seq, record)?;
+        let (state, content) = record::split(message, ctx.now_ms);
+        tx.store.put(keys::content(seq), encode(&content)?);
+        tx.put(seq, state)?;
         sent.push(SentMessage {
             seq,
-            message_id: message.message_id,
+            message_id: content.message_id,
             duplicate: false,
         });
     }
@@ -391,23 +382,41 @@ fn receive_messages<S: StateStore>(
         record.token = ctx.log_index;
         record.visible_at_ms = ctx.now_ms + u64::from(receive.visibility_timeout_s) * 1000;
         tx.update(seq, old_visible_at, record.clone())?;
-        received.push(ReceivedMessage {
-            seq,
-            token: ctx.log_index,
-            message: record,
-        });
+        received.push((seq, record));
     }
     if let Some(attempt_id) = &receive.attempt_id {
         let expires_at = ctx.now_ms + DEDUP_WINDOW_MS;
         let attempt = Attempt {
-            handles: received.iter().map(|r| (r.seq, r.token)).collect(),
+            handles: received.iter().map(|(seq, _)| (*seq, ctx.log_index)).collect(),
             expires_at,
         };
         tx.store.put(keys::attempt(attempt_id), encode(&attempt)?);
         tx.store
             .put(keys::attempt_expiry(expires_at, attempt_id), Vec::new());
     }
-    Ok(QueueResult::Received(received))
+    answer_receive(tx.store, ctx, received)
+}
+
+/// The result of a receive that took `received`: each message joined with its contents, read only
+/// where a caller waits for the result.
+fn answer_receive<S: StateStore + ?Sized>(
+    store: &S,
+    ctx: ApplyContext,
+    received: Vec<(u64, MessageState)>,
+) -> Result<QueueResult, StoreError> {
+    if !ctx.reply_wanted {
+        return Ok(QueueResult::Received(Vec::new()));
+    }
+    let mut messages = Vec::with_capacity(received.len());
+    for (seq, state) in received {
+        let content = load_content(store, seq)?.ok_or_else(|| missing(seq))?;
+        messages.push(ReceivedMessage {
+            seq,
+            token: state.token,
+            message: record::join(state, content),
+        });
+    }
+    Ok(QueueResult::Received(messages))
 }
 
 /// A retried receive attempt: the messages it took that it still holds, with the same handles and
@@ -429,20 +438,16 @@ fn repeat_attempt<S: StateStore>(
         let old_visible_at = record.visible_at_ms;
         record.visible_at_ms = ctx.now_ms + u64::from(visibility_timeout_s) * 1000;
         tx.update(*seq, old_visible_at, record.clone())?;
-        received.push(ReceivedMessage {
-            seq: *seq,
-            token: *token,
-            message: record,
-        });
+        received.push((*seq, record));
     }
-    Ok(QueueResult::Received(received))
+    answer_receive(tx.store, ctx, received)
 }
 
 /// What a receive at `now` would do: messages to deliver, and messages past the receive limit to
 /// dead-letter instead.
 struct Selection {
-    deliver: Vec<(u64, StoredMessage)>,
-    dead: Vec<(u64, StoredMessage)>,
+    deliver: Vec<(u64, MessageState)>,
+    dead: Vec<(u64, MessageState)>,
     /// A new visibility floor: no index entry is earlier (standard queues).
     visibility_floor: Option<u64>,
 }
@@ -463,7 +468,7 @@ fn select<S: StateStore + ?Sized>(
     if max == 0 {
         return Ok(selection);
     }
-    let exhausted = |record: &StoredMessage| {
+    let exhausted = |record: &MessageState| {
         max_receive_count.is_some_and(|limit| record.receive_count >= limit)
     };
     if !fifo {
@@ -474,7 +479,7 @@ fn select<S: StateStore + ?Sized>(
         let mut taken = 0;
         for (_, seq) in &due {
             let seq = *seq;
-            let record = load_message(store, seq)?.ok_or_else(|| missing(seq))?;
+            let record = load_state(store, seq)?.ok_or_else(|| missing(seq))?;
             if exhausted(&record) {
                 selection.dead.push((seq, record));
             } else if selection.deliver.len() < max {
@@ -519,7 +524,7 @@ fn select<S: StateStore + ?Sized>(
         })?;
         let mut records = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            records.push((seq, load_message(store, seq)?.ok_or_else(|| missing(seq))?));
+            records.push((seq, load_state(store, seq)?.ok_or_else(|| missing(seq))?));
         }
         if records
             .iter()
@@ -615,7 +620,7 @@ fn expire<S: StateStore>(
             if expired.len() >= max as usize {
                 return false;
             }
-            match decode::<StoredMessage>(value) {
+            match decode::<MessageState>(value) {
                 Ok(record) if record.sent_at_ms <= cutoff => {
                     if record.visible_at_ms != DEAD_LETTERED {
                         expired.extend(keys::trailing_seq(key).map(|seq| (seq, record)));
@@ -764,7 +769,7 @@ pub fn oldest_sent_at<S: StateStore + ?Sized>(store: &S) -> Result<Option<u64>, 
         &keys::message(floor),
         &[keys::MESSAGES + 1],
         &mut |_, value| {
-            oldest = decode::<StoredMessage>(value).map(|record| Some(record.sent_at_ms));
+            oldest = decode::<MessageState>(value).map(|record| Some(record.sent_at_ms));
             false
         },
     )?;
@@ -787,18 +792,31 @@ pub fn dead_letters<S: StateStore + ?Sized>(
     )?;
     let mut letters = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        if let Some(message) = load_message(store, seq)? {
-            letters.push(DeadLetter { seq, message });
+        if let (Some(state), Some(content)) = (load_state(store, seq)?, load_content(store, seq)?) {
+            letters.push(DeadLetter {
+                seq,
+                message: record::join(state, content),
+            });
         }
     }
     Ok(letters)
 }
 
-fn load_message<S: StateStore + ?Sized>(
+fn load_state<S: StateStore + ?Sized>(
     store: &S,
     seq: u64,
-) -> Result<Option<StoredMessage>, StoreError> {
+) -> Result<Option<MessageState>, StoreError> {
     match store.get(&keys::message(seq))? {
+        Some(bytes) => Ok(Some(decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+fn load_content<S: StateStore + ?Sized>(
+    store: &S,
+    seq: u64,
+) -> Result<Option<MessageContent>, StoreError> {
+    match store.get(&keys::content(seq))? {
         Some(bytes) => Ok(Some(decode(&bytes)?)),
         None => Ok(None),
     }

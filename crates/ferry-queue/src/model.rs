@@ -11,6 +11,10 @@ pub struct ApplyContext {
     pub now_ms: u64,
     /// The Raft log index of the command: unique per command, so it also serves as receipt token.
     pub log_index: u64,
+    /// Whether a caller waits for the result on this replica (the leader that proposed the
+    /// command). Where none does (followers, replay after a restart) a receive's result lists no
+    /// messages, which spares reading their bodies; the state every replica reaches is the same.
+    pub reply_wanted: bool,
 }
 
 /// A message as the leader prepared it for sending: ids and delays already resolved and validated.

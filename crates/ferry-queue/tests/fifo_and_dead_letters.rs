@@ -8,6 +8,8 @@ mod common;
 
 struct Partition {
     store: MemStore,
+    /// Applies every command too, with nobody waiting for results: must reach the same state.
+    follower: MemStore,
     now: u64,
     index: u64,
 }
@@ -16,6 +18,7 @@ impl Partition {
     fn new() -> Self {
         Self {
             store: MemStore::default(),
+            follower: MemStore::default(),
             now: 1_000_000,
             index: 0,
         }
@@ -23,16 +26,20 @@ impl Partition {
 
     fn run(&mut self, command: QueueCommand) -> QueueResult {
         self.index += 1;
-        let result = apply(
-            &mut self.store,
-            ApplyContext {
-                now_ms: self.now,
-                log_index: self.index,
-            },
-            command,
-        )
-        .unwrap();
+        let ctx = ApplyContext {
+            now_ms: self.now,
+            log_index: self.index,
+            reply_wanted: true,
+        };
+        let follower_ctx = ApplyContext {
+            reply_wanted: false,
+            ..ctx
+        };
+        apply(&mut self.follower, follower_ctx, command.clone()).unwrap();
+        self.follower.commit();
+        let result = apply(&mut self.store, ctx, command).unwrap();
         self.store.commit();
+        assert!(self.store.contents() == self.follower.contents());
         result
     }
 

@@ -90,6 +90,8 @@ proptest! {
     #[test]
     fn machine_matches_model(ops in prop::collection::vec(op(), 1..80)) {
         let mut store = MemStore::default();
+        // A follower: applies the same commands with nobody waiting for their results.
+        let mut follower = MemStore::default();
         let mut model = Model { next_seq: 1, ..Model::default() };
         let mut now = 1_000_000u64;
         let mut index = 0u64;
@@ -98,7 +100,7 @@ proptest! {
 
         for op in ops {
             index += 1;
-            let ctx = ApplyContext { now_ms: now, log_index: index };
+            let ctx = ApplyContext { now_ms: now, log_index: index, reply_wanted: true };
             let command = match &op {
                 Op::Advance(ms) => { now += ms; continue; }
                 Op::Send { count, delay_s } => QueueCommand::Send {
@@ -136,8 +138,11 @@ proptest! {
                 Op::Purge => QueueCommand::Purge,
                 Op::Expire { retention_s } => QueueCommand::ExpireRetention { retention_s: *retention_s, max: 2 },
             };
+            apply(&mut follower, ApplyContext { reply_wanted: false, ..ctx }, command.clone()).unwrap();
+            follower.commit();
             let result = apply(&mut store, ctx, command).unwrap();
             store.commit();
+            prop_assert!(store.contents() == follower.contents(), "a follower's state differs after {:?}", op);
 
             match (&op, result) {
                 (Op::Send { count, delay_s }, QueueResult::Sent(sent)) => {

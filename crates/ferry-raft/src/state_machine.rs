@@ -68,7 +68,13 @@ impl GroupStateMachine {
         Ok(machine)
     }
 
-    fn apply_command(&mut self, command: Command, log_id: &LogId) -> io::Result<CommandResult> {
+    /// Applies one command; `reply_wanted` says whether a caller waits for its result here.
+    fn apply_command(
+        &mut self,
+        command: Command,
+        log_id: &LogId,
+        reply_wanted: bool,
+    ) -> io::Result<CommandResult> {
         let now_ms = command.now_ms.max(self.applied.last_time_ms);
         self.applied.last_time_ms = now_ms;
         let result = match (command.body, self.group.is_catalog()) {
@@ -76,6 +82,7 @@ impl GroupStateMachine {
                 let context = ApplyContext {
                     now_ms,
                     log_index: log_id.index,
+                    reply_wanted,
                 };
                 ferry_queue::apply(&mut self.state, context, command).map(CommandResult::Queue)
             }
@@ -153,7 +160,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 }
                 EntryPayload::Normal(command) => {
                     catalog_changed |= matches!(command.body, CommandBody::Catalog(_));
-                    self.apply_command(command, &entry.log_id)?
+                    self.apply_command(command, &entry.log_id, responder.is_some())?
                 }
             };
             self.state.commit(&encode(&self.applied)?)?;

@@ -19,6 +19,11 @@ enum Write {
 }
 
 impl MemStore {
+    /// Every committed key and value.
+    pub fn contents(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+        &self.data
+    }
+
     pub fn commit(&mut self) {
         for write in std::mem::take(&mut self.pending) {
             match write {
