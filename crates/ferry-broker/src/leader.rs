@@ -23,6 +23,10 @@ const MAX_BATCH_MESSAGES: usize = 1_000;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Rounds of one partition and kind in flight at once (the log pipelines them).
 const MAX_ROUNDS_IN_FLIGHT: usize = 8;
+/// Receive rounds of one partition in flight at once. One: receives that arrive meanwhile (long
+/// polls woken by the same send, say) merge into the next round, which is skipped if the first one
+/// left nothing to take, instead of each proposing a round that finds nothing.
+const RECEIVE_ROUNDS_IN_FLIGHT: usize = 1;
 /// Parts waiting for a round, per partition and kind; callers wait when it is full.
 const SEND_QUEUE_BOUND: usize = 4_096;
 /// A batcher stops after this long without work.
@@ -183,7 +187,10 @@ impl LocalLeader {
     /// Turns the parts that queue up while earlier rounds are in flight into one log entry a round.
     async fn run_batcher(self: Arc<Self>, key: BatcherKey, mut queue: mpsc::Receiver<Pending>) {
         let (group, merge_key) = key;
-        let rounds = Arc::new(Semaphore::new(MAX_ROUNDS_IN_FLIGHT));
+        let rounds = Arc::new(Semaphore::new(match merge_key {
+            MergeKey::Receive { .. } => RECEIVE_ROUNDS_IN_FLIGHT,
+            _ => MAX_ROUNDS_IN_FLIGHT,
+        }));
         loop {
             let first = match tokio::time::timeout(BATCHER_IDLE, queue.recv()).await {
                 Ok(Some(first)) => first,
@@ -207,8 +214,15 @@ impl LocalLeader {
                 }
                 continue;
             };
+            let multi = self.multi.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                if nothing_to_receive(&multi, &handle, merge_key) {
+                    for pending in round {
+                        let _ = pending.reply.send(Ok(QueueResult::Received(Vec::new())));
+                    }
+                    return;
+                }
                 metrics::histogram!("ferry_broker_round_entries", "kind" => merge_key.name())
                     .record(count as f64);
                 let mut lengths = Vec::with_capacity(round.len());
@@ -257,6 +271,23 @@ impl LocalLeader {
             batchers.remove(&key);
         }
     }
+}
+
+/// Whether a merged receive round would find nothing on this leader's applied state: then it is
+/// answered empty without a log entry. (A deposed leader's state may be stale; an empty answer is
+/// then merely early, which a receive may always be.)
+fn nothing_to_receive(multi: &MultiRaft, handle: &GroupHandle, key: MergeKey) -> bool {
+    let MergeKey::Receive {
+        max_receive_count, ..
+    } = key
+    else {
+        return false;
+    };
+    let state = multi.read_state(handle.group);
+    matches!(
+        ferry_queue::has_receivable_message(&state, leader_now(handle), false, max_receive_count),
+        Ok(false)
+    )
 }
 
 fn ensure_leader(handle: &GroupHandle) -> Result<(), ExecError> {
@@ -316,6 +347,7 @@ impl LongPoll {
             )))
         };
         let mut first = true;
+        let mut next_due = NextDue::default();
         let result = loop {
             // Registered before the check, so an apply between the check and the wait still wakes us.
             let applied = self.handle.signals.applied.notified();
@@ -354,14 +386,7 @@ impl LongPoll {
             }
             // Wake for an apply (a send), for the next delayed or in-flight message to come due, or
             // at the deadline; stop early if the caller is gone.
-            let next_due = ferry_queue::next_visibility_change(&state, now)
-                .ok()
-                .flatten();
-            let wake = next_due
-                .map(|at| {
-                    tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now))
-                })
-                .map_or(deadline, |at| at.min(deadline));
+            let wake = next_due.wake(&state, now, deadline);
             tokio::select! {
                 _ = &mut applied => {}
                 _ = tokio::time::sleep_until(wake) => {}
@@ -373,6 +398,50 @@ impl LongPoll {
         {
             release(&self.handle, &messages).await;
         }
+    }
+}
+
+/// How often a long poll re-reads when the next delayed or in-flight message comes due.
+const NEXT_DUE_REFRESH: Duration = Duration::from_millis(250);
+
+/// When a long poll should wake for the next delayed or in-flight message of a partition. Read at
+/// most every [`NEXT_DUE_REFRESH`], not on every apply that wakes the poll: the scan steps over the
+/// deletion marks of every message received and deleted within its visibility timeout, thousands
+/// at a high rate. A command that makes a message due sooner than the time read is noticed up to
+/// that much late.
+#[derive(Default)]
+pub(crate) struct NextDue {
+    read: Option<(tokio::time::Instant, Option<u64>)>,
+}
+
+impl NextDue {
+    /// The time to wake at the latest, given the partition's `state` at `now_ms`: when the next
+    /// message comes due, when the time read is due a refresh, or at the deadline.
+    pub fn wake<S: ferry_queue::StateStore + ?Sized>(
+        &mut self,
+        state: &S,
+        now_ms: u64,
+        deadline: tokio::time::Instant,
+    ) -> tokio::time::Instant {
+        let instant_now = tokio::time::Instant::now();
+        let (read_at, due) = match self.read {
+            Some((read_at, due))
+                if instant_now < read_at + NEXT_DUE_REFRESH
+                    && due.is_none_or(|at| at > now_ms) =>
+            {
+                (read_at, due)
+            }
+            _ => {
+                let due = ferry_queue::next_visibility_change(state, now_ms)
+                    .ok()
+                    .flatten();
+                self.read = Some((instant_now, due));
+                (instant_now, due)
+            }
+        };
+        let due_at = due.map(|at| instant_now + Duration::from_millis(at.saturating_sub(now_ms)));
+        let refresh_at = read_at + NEXT_DUE_REFRESH;
+        due_at.map_or(deadline, |at| at.min(deadline)).min(refresh_at)
     }
 }
 

@@ -37,13 +37,14 @@ use ferry_types::{
 };
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 pub use api::*;
 use attributes::{
     DELAY_SECONDS, MAXIMUM_MESSAGE_SIZE, MESSAGE_RETENTION_PERIOD, RECEIVE_WAIT_TIME,
     VISIBILITY_TIMEOUT,
 };
-use leader::{wall_clock_ms, LocalLeader};
+use leader::{wall_clock_ms, LocalLeader, NextDue};
 use request::{GroupReply, GroupRequest};
 use routing::Router;
 use validate::{
@@ -613,15 +614,17 @@ impl Broker {
     }
 
     /// Stores messages, in order, in their partitions: a FIFO group's own partition, or for a
-    /// standard queue the next partition in turn, so load spreads over all of them. Returns what each
-    /// message became (the original's id and sequence for a deduplicated send).
+    /// standard queue the next partition in turn among those this node leads (no forwarding hop;
+    /// clients spread over the nodes spread the load over the partitions), or among all if it leads
+    /// none. Returns what each message became (the original's id and sequence for a deduplicated
+    /// send).
     async fn store_messages(
         &self,
         queue: &QueueRecord,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<SentMessage>, FerryError> {
         let count = queue.partitions.len().max(1);
-        let turn = self.next_partition.fetch_add(1, Ordering::Relaxed) % count;
+        let turn = self.local_first(queue)[0];
         let total = messages.len();
         let mut by_partition: BTreeMap<usize, (Vec<usize>, Vec<NewMessage>)> = BTreeMap::new();
         for (position, message) in messages.into_iter().enumerate() {
@@ -709,12 +712,15 @@ impl Broker {
             attempt_id: input.attempt_id.clone().filter(|_| queue.fifo),
         };
         let count = queue.partitions.len();
-        let start = self.next_partition.fetch_add(1, Ordering::Relaxed);
-        let order: Vec<&Partition> = (0..count)
-            .map(|i| &queue.partitions[(start + i) % count])
+        let order: Vec<&Partition> = self
+            .local_first(&queue)
+            .into_iter()
+            .map(|i| &queue.partitions[i])
             .collect();
 
-        // First sweep every partition without waiting, until the request is full.
+        // First sweep every partition without waiting, until the request is full. Partitions whose
+        // replica here shows nothing receivable are skipped: asking their leaders would cost a
+        // round trip each, mostly for nothing, and the long poll below still asks them.
         let mut received = Vec::new();
         let mut failures = 0;
         let mut last_error = None;
@@ -722,6 +728,9 @@ impl Broker {
             let want = max - received.len() as u32;
             if want == 0 {
                 break;
+            }
+            if self.router.replica_shows_nothing(partition.group, &template) {
+                continue;
             }
             let command = ReceiveCommand {
                 max: want,
@@ -750,7 +759,7 @@ impl Broker {
                     async move {
                         (
                             partition.group,
-                            self.receive_from(partition, command, wait_ms).await,
+                            self.long_poll(partition, command, wait_ms).await,
                         )
                     }
                 })
@@ -768,6 +777,81 @@ impl Broker {
             .into_iter()
             .map(|(group, message)| self.present(&queue, group, message, &input))
             .collect())
+    }
+
+    /// The queue's partition indexes in the order to try them: those this node leads first, each
+    /// part rotated by a turn so that successive requests start at different partitions.
+    fn local_first(&self, queue: &QueueRecord) -> Vec<usize> {
+        let count = queue.partitions.len();
+        if count == 0 {
+            return vec![0];
+        }
+        let turn = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let (mut local, mut remote): (Vec<usize>, Vec<usize>) =
+            (0..count).partition(|&i| self.router.leads(queue.partitions[i].group));
+        for part in [&mut local, &mut remote] {
+            let len = part.len();
+            if len > 0 {
+                part.rotate_left(turn % len);
+            }
+        }
+        local.extend(remote);
+        local
+    }
+
+    /// Long-polls one partition. Where this node follows it, the wait is on this node's replica,
+    /// which applies what the leader commits about one append later; the leader is asked only once
+    /// the replica shows something to take, so a waiting receive costs no network call. Elsewhere
+    /// (this node leads the partition, hosts no replica, or the receive retries an attempt) the
+    /// leader runs the long poll.
+    async fn long_poll(
+        &self,
+        partition: &Partition,
+        command: ReceiveCommand,
+        wait_ms: u64,
+    ) -> Result<Vec<ferry_queue::ReceivedMessage>, FerryError> {
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        let mut next_due = NextDue::default();
+        loop {
+            let replica = match self.router.follower_replica(partition.group) {
+                Some(replica) if command.attempt_id.is_none() => replica,
+                _ => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    return self
+                        .receive_from(partition, command, left.as_millis() as u64)
+                        .await;
+                }
+            };
+            // Registered before the check, so an apply during the check or the call still wakes us.
+            let applied = replica.signals.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            let state = self.multi.read_state(partition.group);
+            let now = wall_clock_ms();
+            let internal = |e: ferry_queue::StoreError| FerryError::internal(e.to_string());
+            if ferry_queue::has_receivable_message(
+                &state,
+                now,
+                command.fifo,
+                command.max_receive_count,
+            )
+            .map_err(internal)?
+            {
+                let taken = self.receive_from(partition, command.clone(), 0).await?;
+                if !taken.is_empty() {
+                    return Ok(taken);
+                }
+                // Another receive was first: look again after the replica applies it.
+            }
+            if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+            let wake = next_due.wake(&state, now, deadline);
+            tokio::select! {
+                _ = &mut applied => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
     }
 
     async fn receive_from(

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_catalog::CatalogCommand;
-use ferry_queue::QueueCommand;
-use ferry_raft::{CommandBody, ForwardHandler, MultiRaft};
+use ferry_queue::{QueueCommand, ReceiveCommand};
+use ferry_raft::{CommandBody, ForwardHandler, GroupHandle, MultiRaft};
 use ferry_types::{ErrorCode, FerryError, GroupId, NodeId};
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::leader::LocalLeader;
+use crate::leader::{wall_clock_ms, LocalLeader};
 use crate::request::{decode, encode, ExecError, GroupReply, GroupRequest};
 
 /// Extra time a forwarded call gets beyond the work it asks for (a long poll's wait).
@@ -45,7 +45,8 @@ impl Router {
             GroupRequest::Receive { wait_ms, .. } => Duration::from_millis(*wait_ms) + CALL_MARGIN,
             _ => CALL_MARGIN,
         };
-        let payload = Bytes::from(encode(&request));
+        // Encoded once, and only if the request has to travel.
+        let mut payload: Option<Bytes> = None;
         let mut hint = None;
         let mut backoff = BACKOFF_START;
         let mut attempt = 0usize;
@@ -82,7 +83,14 @@ impl Router {
                 match self
                     .multi
                     .router()
-                    .forward(target, group, payload.clone(), timeout)
+                    .forward(
+                        target,
+                        group,
+                        payload
+                            .get_or_insert_with(|| Bytes::from(encode(&request)))
+                            .clone(),
+                        timeout,
+                    )
                     .await
                 {
                     Ok(reply) => decode::<Result<GroupReply, ExecError>>(&reply)?,
@@ -135,6 +143,37 @@ impl Router {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    /// Whether this node's replica of `group` shows nothing `command` could take now (false if the
+    /// node hosts no replica, or for a retried receive attempt, which takes messages in flight). A
+    /// follower's replica trails its leader by about one append, so a short poll that trusts it may
+    /// miss a message sent a moment ago, as SQS's sampling short polls may.
+    pub fn replica_shows_nothing(&self, group: GroupId, command: &ReceiveCommand) -> bool {
+        if command.attempt_id.is_some() || self.multi.group(group).is_none() {
+            return false;
+        }
+        let state = self.multi.read_state(group);
+        matches!(
+            ferry_queue::has_receivable_message(
+                &state,
+                wall_clock_ms(),
+                command.fifo,
+                command.max_receive_count
+            ),
+            Ok(false)
+        )
+    }
+
+    /// This node's replica of `group`, if it hosts one and does not lead the group.
+    pub fn follower_replica(&self, group: GroupId) -> Option<GroupHandle> {
+        let replica = self.multi.group(group)?;
+        (replica.current_leader() != Some(self.multi.node_id())).then_some(replica)
+    }
+
+    /// Whether this node leads `group` as far as it knows: a request for it needs no forwarding.
+    pub fn leads(&self, group: GroupId) -> bool {
+        self.local_leader_hint(group) == Some(self.multi.node_id())
     }
 
     /// The leader this node's replica of the group believes in, if it hosts one.
