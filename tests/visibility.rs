@@ -6,16 +6,19 @@
 //! the message was received again, and it cannot change visibility; the current handle deletes for
 //! good; a garbage handle is refused; a delayed message is hidden for its delay; a long poll
 //! returns as soon as a message arrives. Visibility changes in flight when their partition leader
-//! is SIGKILLed are not repeated on the next leader (a finding of jepsen/).
+//! is SIGKILLed are not repeated on the next leader (a finding of jepsen/). A send to a queue with
+//! consumers long-polling on every node costs about one replicated receive, not one per consumer.
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    approximate_total, assert_code, receive_request, wait_for, wait_until, within, ClusterOptions,
-    TestCluster,
+    approximate_total, assert_code, http_get, receive_request, wait_for, wait_until, within,
+    ClusterOptions, TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{
@@ -225,6 +228,92 @@ async fn visibility_receipt_handles_delay_and_long_poll() {
         after_send < LONG_POLL_WAKEUP,
         "the long poll returned {after_send:?} after the send ({poll_took:?} in all)"
     );
+}
+
+/// Messages sent one at a time to the long-polling consumers, each after the previous was received.
+const WAKE_MESSAGES: usize = 20;
+const POLLERS_PER_NODE: u64 = 4;
+/// One receive round per message, plus slack for a poll that checked just before a round applied.
+const MAX_RECEIVE_ROUNDS: u64 = 2 * WAKE_MESSAGES as u64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_to_many_long_polls_costs_about_one_receive_round() {
+    let cluster = TestCluster::start(
+        3,
+        ClusterOptions {
+            default_partitions: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    let queue = "wake";
+    let mut sender = cluster.client(1);
+    create(&mut sender, queue, HashMap::new()).await;
+
+    // Twelve consumers, four on each node, each long-polling the queue's one partition.
+    let received = Arc::new(AtomicUsize::new(0));
+    let mut pollers = Vec::new();
+    for node in cluster.node_ids() {
+        for _ in 0..POLLERS_PER_NODE {
+            let mut client = cluster.client(node);
+            let received = received.clone();
+            pollers.push(tokio::spawn(async move {
+                while received.load(Ordering::SeqCst) < WAKE_MESSAGES {
+                    if let Some(message) = try_receive_one(&mut client, queue, 2).await {
+                        delete(&mut client, queue, message.receipt_handle.as_str())
+                            .await
+                            .expect("delete a received message");
+                        received.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }));
+        }
+    }
+    for sent in 1..=WAKE_MESSAGES {
+        send(&mut sender, queue, &format!("wake {sent}"), None).await;
+        wait_until(
+            LONG_POLL_WAKEUP,
+            "a long poll takes the message",
+            async || received.load(Ordering::SeqCst) >= sent,
+        )
+        .await;
+    }
+    for poller in pollers {
+        within(LONG_POLL_WAKEUP, "pollers stop", poller)
+            .await
+            .expect("poller task");
+    }
+
+    let mut rounds = 0;
+    for node in cluster.node_ids() {
+        let (_, metrics) = http_get(cluster.admin_addr(node), "/metrics")
+            .await
+            .expect("metrics of a running node");
+        rounds += metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("ferry_broker_round_entries_count{kind=\"receive\"} ")
+            })
+            .map_or(0, |count| count.trim().parse::<u64>().expect("a count"));
+    }
+    assert!(
+        (WAKE_MESSAGES as u64..=MAX_RECEIVE_ROUNDS).contains(&rounds),
+        "{WAKE_MESSAGES} sends woke {} long polls and cost {rounds} replicated receive rounds",
+        3 * POLLERS_PER_NODE
+    );
+}
+
+/// Like [`receive_one`], but an error (a poll cut short) is no message.
+async fn try_receive_one(
+    client: &mut FerryClient<Channel>,
+    queue: &str,
+    wait_seconds: u32,
+) -> Option<Message> {
+    let response = client
+        .receive_message(receive_request(queue, 1, wait_seconds))
+        .await
+        .ok()?;
+    response.into_inner().messages.pop()
 }
 
 async fn create(

@@ -183,6 +183,11 @@ impl TestCluster {
         self.node(id).grpc
     }
 
+    /// Node `id`'s admin HTTP endpoint (health, metrics, debug).
+    pub fn admin_addr(&self, id: u64) -> SocketAddr {
+        self.node(id).admin
+    }
+
     /// Node `id`'s SQS-compatible HTTP endpoint.
     pub fn sqs_addr(&self, id: u64) -> SocketAddr {
         self.node(id).sqs
