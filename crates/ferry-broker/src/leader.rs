@@ -426,8 +426,7 @@ impl NextDue {
         let instant_now = tokio::time::Instant::now();
         let (read_at, due) = match self.read {
             Some((read_at, due))
-                if instant_now < read_at + NEXT_DUE_REFRESH
-                    && due.is_none_or(|at| at > now_ms) =>
+                if instant_now < read_at + NEXT_DUE_REFRESH && due.is_none_or(|at| at > now_ms) =>
             {
                 (read_at, due)
             }
@@ -441,7 +440,9 @@ impl NextDue {
         };
         let due_at = due.map(|at| instant_now + Duration::from_millis(at.saturating_sub(now_ms)));
         let refresh_at = read_at + NEXT_DUE_REFRESH;
-        due_at.map_or(deadline, |at| at.min(deadline)).min(refresh_at)
+        due_at
+            .map_or(deadline, |at| at.min(deadline))
+            .min(refresh_at)
     }
 }
 

@@ -729,7 +729,10 @@ impl Broker {
             if want == 0 {
                 break;
             }
-            if self.router.replica_shows_nothing(partition.group, &template) {
+            if self
+                .router
+                .replica_shows_nothing(partition.group, &template)
+            {
                 continue;
             }
             let command = ReceiveCommand {

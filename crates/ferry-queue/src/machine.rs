@@ -387,7 +387,10 @@ fn receive_messages<S: StateStore>(
     if let Some(attempt_id) = &receive.attempt_id {
         let expires_at = ctx.now_ms + DEDUP_WINDOW_MS;
         let attempt = Attempt {
-            handles: received.iter().map(|(seq, _)| (*seq, ctx.log_index)).collect(),
+            handles: received
+                .iter()
+                .map(|(seq, _)| (*seq, ctx.log_index))
+                .collect(),
             expires_at,
         };
         tx.store.put(keys::attempt(attempt_id), encode(&attempt)?);
