@@ -840,9 +840,17 @@ impl Broker {
             )
             .map_err(internal)?
             {
-                let taken = self.receive_from(partition, command.clone(), 0).await?;
-                if !taken.is_empty() {
-                    return Ok(taken);
+                // One poll per node asks (a send wakes every poll of the partition on every node);
+                // the others look again at the next apply, or as soon as this one got messages, in
+                // case there are more.
+                if let Ok(turn) = replica.signals.leader_ask.try_lock() {
+                    let taken = self.receive_from(partition, command.clone(), 0).await;
+                    drop(turn);
+                    let taken = taken?;
+                    if !taken.is_empty() {
+                        replica.signals.applied.notify_waiters();
+                        return Ok(taken);
+                    }
                 }
                 // Another receive was first: look again after the replica applies it.
             }

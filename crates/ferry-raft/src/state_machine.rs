@@ -31,6 +31,9 @@ pub struct GroupSignals {
     pub applied: Notify,
     /// Time of the last applied command: a new leader stamps no earlier time.
     pub last_time_ms: AtomicU64,
+    /// Held by the one long poll on this node that asks the group's leader for what this follower
+    /// replica shows; the others wait instead of all asking at once.
+    pub leader_ask: tokio::sync::Mutex<()>,
 }
 
 pub struct GroupStateMachine {
