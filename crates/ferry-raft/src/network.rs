@@ -138,6 +138,7 @@ impl RaftRouter {
         timeout: Duration,
     ) -> Result<Bytes, ForwardError> {
         let mut client = self.client(node).ok_or(ForwardError::UnknownNode(node))?;
+        count_sent("forward");
         let call = client.forward(ForwardRequest {
             group: group.0,
             payload,
@@ -188,6 +189,12 @@ impl RaftRouter {
     }
 }
 
+/// Counts an internal call this node makes, by kind: what a Raft round or a forwarded request
+/// costs in network calls.
+fn count_sent(kind: &'static str) {
+    metrics::counter!("ferry_internal_calls_sent_total", "kind" => kind).increment(1);
+}
+
 fn status_error(target: NodeId, status: tonic::Status) -> RPCError<TypeConfig> {
     let message = format!("node {target}: {status}");
     match status.code() {
@@ -210,8 +217,10 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let timeout = if rpc.entries.is_empty() {
+            count_sent("append_empty");
             option.hard_ttl()
         } else {
+            count_sent("append");
             option.hard_ttl().max(APPEND_TIMEOUT_FLOOR)
         };
         self.raft_call(target, group, RaftKind::Append, &rpc, timeout)
@@ -225,6 +234,7 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        count_sent("vote");
         self.raft_call(target, group, RaftKind::Vote, &rpc, option.hard_ttl())
             .await
     }
@@ -236,6 +246,7 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        count_sent("pre_vote");
         self.raft_call(target, group, RaftKind::PreVote, &rpc, option.hard_ttl())
             .await
     }
@@ -254,6 +265,7 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         let mut client = self
             .client(target)
             .ok_or_else(|| unreachable(format!("node {target} unknown")))?;
+        count_sent("snapshot");
         let header = encode(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let mut reader =
