@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::keys;
@@ -809,20 +810,21 @@ fn load_state<S: StateStore + ?Sized>(
     store: &S,
     seq: u64,
 ) -> Result<Option<MessageState>, StoreError> {
-    match store.get(&keys::message(seq))? {
-        Some(bytes) => Ok(Some(decode(&bytes)?)),
-        None => Ok(None),
-    }
+    load_record(store, &keys::message(seq))
 }
 
 fn load_content<S: StateStore + ?Sized>(
     store: &S,
     seq: u64,
 ) -> Result<Option<MessageContent>, StoreError> {
-    match store.get(&keys::content(seq))? {
-        Some(bytes) => Ok(Some(decode(&bytes)?)),
-        None => Ok(None),
-    }
+    load_record(store, &keys::content(seq))
+}
+
+fn load_record<S: StateStore + ?Sized, T: DeserializeOwned>(
+    store: &S,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    store.get(key)?.map(|bytes| decode(&bytes)).transpose()
 }
 
 fn missing(seq: u64) -> StoreError {
