@@ -3,7 +3,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!: a build script compiled for one checkout is reused by
+    // another sharing the target directory, and must read that checkout's protos.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files =
         ["ferry/v1/ferry.proto", "ferry/internal/v1/internal.proto"].map(|file| root.join(file));
     for file in &files {

@@ -1,5 +1,7 @@
 //! The client side of the node-to-node transport: one lazily connected gRPC channel per peer node,
-//! shared by every group, with a timeout on every call.
+//! shared by every group, with a timeout on every call. The Raft calls of all groups to one peer
+//! are coalesced into batched RPCs, so a node hosting many groups pays for a handful of RPCs per
+//! round trip to a peer rather than one per group.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,7 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_proto::internal::internal_client::InternalClient;
-use ferry_proto::internal::{ForwardRequest, RaftKind, RaftRequest, SnapshotChunk};
+use ferry_proto::internal::{
+    raft_call_reply, ForwardRequest, RaftBatchRequest, RaftKind, RaftRequest, SnapshotChunk,
+};
 use ferry_storage::{SnapshotFile, SnapshotReader};
 use ferry_types::{GroupId, NodeId};
 use openraft::error::{
@@ -22,6 +26,7 @@ use openraft::{BasicNode, RaftNetworkFactory};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::types::{decode, encode, Snapshot, TypeConfig, Vote};
@@ -36,8 +41,16 @@ const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(2);
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Chunks read ahead of the network while streaming a snapshot.
 const SNAPSHOT_READ_AHEAD: usize = 4;
-/// The largest gRPC message between nodes: a full append batch or a snapshot chunk.
+/// The largest gRPC message between nodes: a batch of Raft calls or a snapshot chunk.
 pub const MAX_INTERNAL_MESSAGE_BYTES: usize = 64 << 20;
+/// Batched RPCs to one peer in flight at once. Calls that queue meanwhile wait for a slot and
+/// leave together; more slots lower the wait behind a slow batch but coalesce less.
+const RAFT_BATCHES_IN_FLIGHT: usize = 2;
+/// Calls queued for one peer before a caller waits: bounds memory when a peer is slow.
+const RAFT_CALLS_QUEUED: usize = 4096;
+/// Limits of one batched RPC; a single larger call still goes out, alone.
+const RAFT_BATCH_MAX_CALLS: usize = 512;
+const RAFT_BATCH_MAX_BYTES: usize = 16 << 20;
 
 /// Why a forwarded request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +95,15 @@ pub struct RaftRouter {
 struct Peer {
     addr: String,
     client: InternalClient<Channel>,
+    /// Raft calls waiting for the peer's batcher task, which ends when the last sender is dropped.
+    raft_calls: mpsc::Sender<QueuedCall>,
+}
+
+/// One Raft call waiting to join a batch.
+struct QueuedCall {
+    call: RaftRequest,
+    timeout: Duration,
+    reply: oneshot::Sender<Result<Bytes, tonic::Status>>,
 }
 
 impl RaftRouter {
@@ -104,11 +126,14 @@ impl RaftRouter {
         let client = InternalClient::new(channel)
             .max_decoding_message_size(MAX_INTERNAL_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES);
+        let (raft_calls, queue) = mpsc::channel(RAFT_CALLS_QUEUED);
+        tokio::spawn(send_raft_batches(client.clone(), queue));
         peers.insert(
             node,
             Peer {
                 addr: addr.to_owned(),
                 client,
+                raft_calls,
             },
         );
     }
@@ -121,12 +146,16 @@ impl RaftRouter {
             .map(|peer| peer.addr.clone())
     }
 
-    fn client(&self, node: NodeId) -> Option<InternalClient<Channel>> {
+    fn peer(&self, node: NodeId) -> Option<Peer> {
         self.peers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&node)
-            .map(|peer| peer.client.clone())
+            .cloned()
+    }
+
+    fn client(&self, node: NodeId) -> Option<InternalClient<Channel>> {
+        self.peer(node).map(|peer| peer.client)
     }
 
     /// Sends a request for `group` to `node`, which executes it if it leads the group.
@@ -162,30 +191,128 @@ impl RaftRouter {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let mut client = self.client(target).ok_or_else(|| {
+        let peer = self.peer(target).ok_or_else(|| {
             RPCError::Unreachable(Unreachable::from_string(format!("node {target} unknown")))
         })?;
         let payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let call = client.raft(RaftRequest {
-            group: group.0,
-            kind: kind as i32,
-            payload: payload.into(),
-        });
-        let reply = match tokio::time::timeout(timeout, call).await {
-            Err(_) => {
-                return Err(RPCError::Unreachable(Unreachable::from_string(format!(
-                    "node {target} timed out after {timeout:?}"
-                ))))
-            }
+        let (reply, answer) = oneshot::channel();
+        let queued = QueuedCall {
+            call: RaftRequest {
+                group: group.0,
+                kind: kind as i32,
+                payload: payload.into(),
+            },
+            timeout,
+            reply,
+        };
+        let timed_out = || {
+            RPCError::Unreachable(Unreachable::from_string(format!(
+                "node {target} timed out after {timeout:?}"
+            )))
+        };
+        let call = async {
+            peer.raft_calls.send(queued).await.map_err(|_| {
+                tonic::Status::unavailable("the transport to this node was replaced")
+            })?;
+            answer
+                .await
+                .map_err(|_| tonic::Status::unavailable("batch dropped"))?
+        };
+        let payload = match tokio::time::timeout(timeout, call).await {
+            Err(_) => return Err(timed_out()),
             Ok(Err(status)) => return Err(status_error(target, status)),
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(payload)) => payload,
         };
         let result: Result<Resp, RaftError<TypeConfig>> =
-            decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            decode(&payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         // The only remote Raft error is Fatal: that replica has stopped, which is as good as down.
         result.map_err(|e| {
             RPCError::Unreachable(Unreachable::from_string(format!("node {target}: {e}")))
         })
+    }
+}
+
+/// The batcher of one peer: takes the calls queued for it, a batch at a time, and sends each batch
+/// as one RPC once one of the in-flight slots is free. Under light load every call leaves at once,
+/// alone; under load the calls of many groups share an RPC.
+async fn send_raft_batches(client: InternalClient<Channel>, mut queue: mpsc::Receiver<QueuedCall>) {
+    let slots = Arc::new(Semaphore::new(RAFT_BATCHES_IN_FLIGHT));
+    let mut carried: Option<QueuedCall> = None;
+    loop {
+        let first = match carried.take() {
+            Some(call) => call,
+            None => match queue.recv().await {
+                Some(call) => call,
+                None => return,
+            },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.call.payload.len();
+        let mut batch = vec![first];
+        while batch.len() < RAFT_BATCH_MAX_CALLS {
+            let Ok(call) = queue.try_recv() else { break };
+            bytes += call.call.payload.len();
+            if bytes > RAFT_BATCH_MAX_BYTES {
+                carried = Some(call);
+                break;
+            }
+            batch.push(call);
+        }
+        // A caller that gave up no longer needs its call; openraft sends it again if it must.
+        batch.retain(|queued| !queued.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            send_raft_batch(client, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Sends one batch and hands every caller its reply (or the RPC's failure).
+async fn send_raft_batch(mut client: InternalClient<Channel>, batch: Vec<QueuedCall>) {
+    count_sent("raft_batch");
+    let timeout = batch
+        .iter()
+        .map(|queued| queued.timeout)
+        .max()
+        .unwrap_or(APPEND_TIMEOUT_FLOOR);
+    let (calls, waiting): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|queued| (queued.call, queued.reply))
+        .unzip();
+    let request = client.raft_batch(RaftBatchRequest { calls });
+    let replies = match tokio::time::timeout(timeout, request).await {
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no reply within {timeout:?}"
+        ))),
+        Ok(Err(status)) => Err(status),
+        Ok(Ok(reply)) => Ok(reply.into_inner().replies),
+    };
+    match replies {
+        Err(status) => {
+            for reply in waiting {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
+        Ok(replies) => {
+            let mut replies = replies.into_iter();
+            for reply in waiting {
+                let result = match replies.next().and_then(|answer| answer.result) {
+                    Some(raft_call_reply::Result::Payload(payload)) => Ok(payload),
+                    Some(raft_call_reply::Result::Error(error)) => Err(tonic::Status::new(
+                        tonic::Code::from(error.code),
+                        error.message,
+                    )),
+                    None => Err(tonic::Status::internal("batch reply is missing a call")),
+                };
+                let _ = reply.send(result);
+            }
+        }
     }
 }
 
@@ -332,6 +459,110 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_proto::internal::internal_server::{Internal, InternalServer};
+    use ferry_proto::internal::{
+        ForwardReply, RaftBatchReply, RaftCallError, RaftCallReply, RaftReply,
+    };
+    use std::sync::Mutex;
+    use tonic::{Request, Response, Status, Streaming};
+
+    /// A peer that answers each call of a batch with twice the number it carries, refuses group
+    /// 13, and holds every batch a moment so that calls queue behind the in-flight ones.
+    #[derive(Default)]
+    struct DoublingPeer {
+        batch_sizes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Internal for DoublingPeer {
+        async fn raft_batch(
+            &self,
+            request: Request<RaftBatchRequest>,
+        ) -> Result<Response<RaftBatchReply>, Status> {
+            let calls = request.into_inner().calls;
+            self.batch_sizes.lock().unwrap().push(calls.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let replies = calls
+                .into_iter()
+                .map(|call| {
+                    let result = if call.group == 13 {
+                        raft_call_reply::Result::Error(RaftCallError {
+                            code: tonic::Code::NotFound as i32,
+                            message: "group 13 is not hosted here".into(),
+                        })
+                    } else {
+                        let number: u64 = decode(&call.payload).unwrap();
+                        let answer: Result<u64, RaftError<TypeConfig>> = Ok(number * 2);
+                        raft_call_reply::Result::Payload(encode(&answer).unwrap().into())
+                    };
+                    RaftCallReply {
+                        result: Some(result),
+                    }
+                })
+                .collect();
+            Ok(Response::new(RaftBatchReply { replies }))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<RaftReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn forward(
+            &self,
+            _: Request<ForwardRequest>,
+        ) -> Result<Response<ForwardReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// Calls of many groups made at once share RPCs, each caller gets its own group's answer, and
+    /// one group's refusal stays that group's.
+    #[tokio::test]
+    async fn concurrent_calls_of_many_groups_share_rpcs() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = DoublingPeer::default();
+        let batch_sizes = peer.batch_sizes.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(InternalServer::new(peer))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let router = RaftRouter::default();
+        router.set_address(2, &addr.to_string());
+
+        let calls = (0..64u64).map(|group| {
+            let router = router.clone();
+            async move {
+                let answer: Result<u64, _> = router
+                    .raft_call(
+                        2,
+                        GroupId(group),
+                        RaftKind::Append,
+                        &group,
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                (group, answer)
+            }
+        });
+        for (group, answer) in futures::future::join_all(calls).await {
+            match answer {
+                Ok(doubled) => assert_eq!(doubled, group * 2, "group {group}"),
+                Err(RPCError::Unreachable(_)) if group == 13 => {}
+                Err(error) => panic!("group {group}: {error}"),
+            }
+        }
+        let batch_sizes = batch_sizes.lock().unwrap().clone();
+        assert_eq!(batch_sizes.iter().sum::<usize>(), 64, "{batch_sizes:?}");
+        assert!(
+            batch_sizes.len() <= 8,
+            "calls were not coalesced: {batch_sizes:?}"
+        );
+    }
 
     /// A node that refuses connections never saw the request, so the caller may try elsewhere;
     /// one that accepted the connection and went silent may have run it.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferry_proto::internal::internal_server::Internal;
 use ferry_proto::internal::{
-    ForwardReply, ForwardRequest, RaftKind, RaftReply, RaftRequest, SnapshotChunk,
+    raft_call_reply, ForwardReply, ForwardRequest, RaftBatchReply, RaftBatchRequest, RaftCallError,
+    RaftCallReply, RaftKind, RaftReply, RaftRequest, SnapshotChunk,
 };
 use ferry_storage::SnapshotWriter;
 use ferry_types::GroupId;
@@ -41,40 +42,68 @@ impl InternalService {
     }
 }
 
+impl InternalService {
+    /// Runs one Raft call on its group and encodes the group's answer.
+    async fn raft_call(&self, call: RaftRequest) -> Result<Bytes, Status> {
+        let handle = self.group(call.group)?;
+        let payload = match RaftKind::try_from(call.kind) {
+            Ok(RaftKind::Append) => {
+                let rpc: AppendEntriesRequest<TypeConfig> =
+                    decode(&call.payload).map_err(invalid)?;
+                encode(&handle.raft.append_entries(rpc).await)
+            }
+            Ok(RaftKind::Vote) => {
+                let rpc: VoteRequest<TypeConfig> = decode(&call.payload).map_err(invalid)?;
+                encode(&handle.raft.vote(rpc).await)
+            }
+            Ok(RaftKind::PreVote) => {
+                let rpc: VoteRequest<TypeConfig> = decode(&call.payload).map_err(invalid)?;
+                encode(&handle.raft.pre_vote(rpc).await)
+            }
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown raft kind {}",
+                    call.kind
+                )))
+            }
+        };
+        payload
+            .map(Bytes::from)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
 fn invalid(error: std::io::Error) -> Status {
     Status::invalid_argument(format!("undecodable payload: {error}"))
 }
 
 #[tonic::async_trait]
 impl Internal for InternalService {
-    async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let request = request.into_inner();
-        let handle = self.group(request.group)?;
-        let payload = match RaftKind::try_from(request.kind) {
-            Ok(RaftKind::Append) => {
-                let rpc: AppendEntriesRequest<TypeConfig> =
-                    decode(&request.payload).map_err(invalid)?;
-                encode(&handle.raft.append_entries(rpc).await)
-            }
-            Ok(RaftKind::Vote) => {
-                let rpc: VoteRequest<TypeConfig> = decode(&request.payload).map_err(invalid)?;
-                encode(&handle.raft.vote(rpc).await)
-            }
-            Ok(RaftKind::PreVote) => {
-                let rpc: VoteRequest<TypeConfig> = decode(&request.payload).map_err(invalid)?;
-                encode(&handle.raft.pre_vote(rpc).await)
-            }
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown raft kind {}",
-                    request.kind
-                )))
-            }
-        };
-        let payload = payload.map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(RaftReply {
-            payload: payload.into(),
-        }))
+    async fn raft_batch(
+        &self,
+        request: Request<RaftBatchRequest>,
+    ) -> Result<Response<RaftBatchReply>, Status> {
+        // The calls of a batch belong to different groups: run them side by side, so one group's
+        // slow append does not hold back the others' (their log writes share fsyncs anyway).
+        let calls = request
+            .into_inner()
+            .calls
+            .into_iter()
+            .map(|call| self.raft_call(call));
+        let replies = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|result| RaftCallReply {
+                result: Some(match result {
+                    Ok(payload) => raft_call_reply::Result::Payload(payload),
+                    Err(status) => raft_call_reply::Result::Error(RaftCallError {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    }),
+                }),
+            })
+            .collect();
+        Ok(Response::new(RaftBatchReply { replies }))
     }
 
     async fn install_snapshot(
