@@ -713,14 +713,12 @@ pub fn has_receivable_message<S: StateStore + ?Sized>(
     fifo: bool,
     max_receive_count: Option<u32>,
 ) -> Result<bool, StoreError> {
-    let selection = select(
-        store,
-        &read_meta(store)?,
-        now_ms,
-        1,
-        fifo,
-        max_receive_count,
-    )?;
+    let meta = read_meta(store)?;
+    if !fifo {
+        // Every due index entry is either delivered or dead-lettered: no need to read its state.
+        return Ok(!visible_now(store, meta.visibility_floor, now_ms, 1)?.is_empty());
+    }
+    let selection = select(store, &meta, now_ms, 1, fifo, max_receive_count)?;
     Ok(!selection.deliver.is_empty() || !selection.dead.is_empty())
 }
 
