@@ -49,7 +49,7 @@ const RAFT_BATCHES_IN_FLIGHT: usize = 2;
 /// Calls queued for one peer before a caller waits: bounds memory when a peer is slow.
 const RAFT_CALLS_QUEUED: usize = 4096;
 /// Limits of one batched RPC; a single larger call still goes out, alone.
-const RAFT_BATCH_MAX_CALLS: usize = 512;
+pub(crate) const RAFT_BATCH_MAX_CALLS: usize = 512;
 const RAFT_BATCH_MAX_BYTES: usize = 16 << 20;
 
 /// Why a forwarded request got no answer.

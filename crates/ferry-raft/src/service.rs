@@ -16,6 +16,7 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::multi::{GroupHandle, MultiRaft};
+use crate::network::RAFT_BATCH_MAX_CALLS;
 use crate::types::{decode, encode, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Executes requests another node forwarded to this one as a group's leader. Implemented by the
@@ -83,13 +84,17 @@ impl Internal for InternalService {
         &self,
         request: Request<RaftBatchRequest>,
     ) -> Result<Response<RaftBatchReply>, Status> {
+        let calls = request.into_inner().calls;
+        // Every call runs at once: a batch larger than any node sends would only cost memory.
+        if calls.len() > RAFT_BATCH_MAX_CALLS {
+            return Err(Status::invalid_argument(format!(
+                "a batch carries at most {RAFT_BATCH_MAX_CALLS} calls, not {}",
+                calls.len()
+            )));
+        }
         // The calls of a batch belong to different groups: run them side by side, so one group's
         // slow append does not hold back the others' (their log writes share fsyncs anyway).
-        let calls = request
-            .into_inner()
-            .calls
-            .into_iter()
-            .map(|call| self.raft_call(call));
+        let calls = calls.into_iter().map(|call| self.raft_call(call));
         let replies = futures::future::join_all(calls)
             .await
             .into_iter()
