@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_proto::internal::internal_client::InternalClient;
 use ferry_proto::internal::{
-    raft_call_reply, ForwardRequest, RaftBatchRequest, RaftKind, RaftRequest, SnapshotChunk,
+    raft_call_reply, ForwardRequest, RaftBatchRequest, RaftCallError, RaftCallReply, RaftKind,
+    RaftRequest, SnapshotChunk,
 };
 use ferry_storage::{SnapshotFile, SnapshotReader};
 use ferry_types::{GroupId, NodeId};
@@ -205,11 +206,6 @@ impl RaftRouter {
             timeout,
             reply,
         };
-        let timed_out = || {
-            RPCError::Unreachable(Unreachable::from_string(format!(
-                "node {target} timed out after {timeout:?}"
-            )))
-        };
         let call = async {
             peer.raft_calls.send(queued).await.map_err(|_| {
                 tonic::Status::unavailable("the transport to this node was replaced")
@@ -219,7 +215,11 @@ impl RaftRouter {
                 .map_err(|_| tonic::Status::unavailable("batch dropped"))?
         };
         let payload = match tokio::time::timeout(timeout, call).await {
-            Err(_) => return Err(timed_out()),
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                    "node {target} timed out after {timeout:?}"
+                ))))
+            }
             Ok(Err(status)) => return Err(status_error(target, status)),
             Ok(Ok(payload)) => payload,
         };
@@ -302,17 +302,34 @@ async fn send_raft_batch(mut client: InternalClient<Channel>, batch: Vec<QueuedC
         Ok(replies) => {
             let mut replies = replies.into_iter();
             for reply in waiting {
-                let result = match replies.next().and_then(|answer| answer.result) {
-                    Some(raft_call_reply::Result::Payload(payload)) => Ok(payload),
-                    Some(raft_call_reply::Result::Error(error)) => Err(tonic::Status::new(
-                        tonic::Code::from(error.code),
-                        error.message,
-                    )),
-                    None => Err(tonic::Status::internal("batch reply is missing a call")),
-                };
+                let result = call_result(replies.next());
                 let _ = reply.send(result);
             }
         }
+    }
+}
+
+/// Encodes the outcome of one call of a batch for the wire; [`call_result`] reads it back.
+pub(crate) fn call_reply(result: Result<Bytes, tonic::Status>) -> RaftCallReply {
+    RaftCallReply {
+        result: Some(match result {
+            Ok(payload) => raft_call_reply::Result::Payload(payload),
+            Err(status) => raft_call_reply::Result::Error(RaftCallError {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            }),
+        }),
+    }
+}
+
+fn call_result(reply: Option<RaftCallReply>) -> Result<Bytes, tonic::Status> {
+    match reply.and_then(|reply| reply.result) {
+        Some(raft_call_reply::Result::Payload(payload)) => Ok(payload),
+        Some(raft_call_reply::Result::Error(error)) => Err(tonic::Status::new(
+            tonic::Code::from(error.code),
+            error.message,
+        )),
+        None => Err(tonic::Status::internal("batch reply is missing a call")),
     }
 }
 
@@ -460,9 +477,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
 mod tests {
     use super::*;
     use ferry_proto::internal::internal_server::{Internal, InternalServer};
-    use ferry_proto::internal::{
-        ForwardReply, RaftBatchReply, RaftCallError, RaftCallReply, RaftReply,
-    };
+    use ferry_proto::internal::{ForwardReply, RaftBatchReply, RaftReply};
     use std::sync::Mutex;
     use tonic::{Request, Response, Status, Streaming};
 
@@ -485,19 +500,13 @@ mod tests {
             let replies = calls
                 .into_iter()
                 .map(|call| {
-                    let result = if call.group == 13 {
-                        raft_call_reply::Result::Error(RaftCallError {
-                            code: tonic::Code::NotFound as i32,
-                            message: "group 13 is not hosted here".into(),
-                        })
+                    call_reply(if call.group == 13 {
+                        Err(Status::not_found("group 13 is not hosted here"))
                     } else {
                         let number: u64 = decode(&call.payload).unwrap();
                         let answer: Result<u64, RaftError<TypeConfig>> = Ok(number * 2);
-                        raft_call_reply::Result::Payload(encode(&answer).unwrap().into())
-                    };
-                    RaftCallReply {
-                        result: Some(result),
-                    }
+                        Ok(encode(&answer).unwrap().into())
+                    })
                 })
                 .collect();
             Ok(Response::new(RaftBatchReply { replies }))

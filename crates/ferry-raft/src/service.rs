@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferry_proto::internal::internal_server::Internal;
 use ferry_proto::internal::{
-    raft_call_reply, ForwardReply, ForwardRequest, RaftBatchReply, RaftBatchRequest, RaftCallError,
-    RaftCallReply, RaftKind, RaftReply, RaftRequest, SnapshotChunk,
+    ForwardReply, ForwardRequest, RaftBatchReply, RaftBatchRequest, RaftKind, RaftReply,
+    RaftRequest, SnapshotChunk,
 };
 use ferry_storage::SnapshotWriter;
 use ferry_types::GroupId;
@@ -16,7 +16,7 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::multi::{GroupHandle, MultiRaft};
-use crate::network::RAFT_BATCH_MAX_CALLS;
+use crate::network::{call_reply, RAFT_BATCH_MAX_CALLS};
 use crate::types::{decode, encode, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Executes requests another node forwarded to this one as a group's leader. Implemented by the
@@ -98,15 +98,7 @@ impl Internal for InternalService {
         let replies = futures::future::join_all(calls)
             .await
             .into_iter()
-            .map(|result| RaftCallReply {
-                result: Some(match result {
-                    Ok(payload) => raft_call_reply::Result::Payload(payload),
-                    Err(status) => raft_call_reply::Result::Error(RaftCallError {
-                        code: status.code() as i32,
-                        message: status.message().to_owned(),
-                    }),
-                }),
-            })
+            .map(call_reply)
             .collect();
         Ok(Response::new(RaftBatchReply { replies }))
     }
