@@ -72,8 +72,8 @@ impl NodeDb {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.increase_parallelism(2);
-        // One WAL for all column families keeps vote, log and state-machine writes in order across
-        // a crash; the WAL is synced by the sync thread, never by a write call.
+        // One WAL for the log and Raft families keeps vote and log writes in order across a crash
+        // (state-machine writes skip it); the WAL is synced by the sync thread, never by a write call.
         options.set_manual_wal_flush(false);
         let families = [CF_LOG, CF_RAFT, CF_SM]
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name)));

@@ -3,8 +3,13 @@
 //! | column family | key                                 | value                       |
 //! |---------------|-------------------------------------|-----------------------------|
 //! | `log`         | group (8) ++ log index (8)          | postcard Raft entry         |
-//! | `raft`        | group (8) ++ kind (1)               | vote, committed, purged, applied state, snapshot meta |
+//! | `raft`        | group (8) ++ kind (1)               | vote, committed, purged, snapshot meta |
+//! | `sm`          | group (8)                           | applied state               |
 //! | `sm`          | group (8) ++ state-machine key      | state machine data          |
+//!
+//! The applied state lives in the `sm` family, under the group's empty state-machine key (which no
+//! state machine uses), because that family is written without the WAL: only what is in one
+//! family's memtables is lost together, so the applied state never claims data that is not there.
 
 use ferry_types::GroupId;
 
@@ -17,8 +22,6 @@ pub mod meta {
     pub const VOTE: u8 = b'v';
     pub const COMMITTED: u8 = b'c';
     pub const PURGED: u8 = b'p';
-    /// Last applied log id and membership, written atomically with the state-machine changes.
-    pub const APPLIED: u8 = b'a';
     /// Meta of the group's current snapshot file.
     pub const SNAPSHOT: u8 = b's';
     /// Present while a received snapshot is being installed: restart re-installs it.
@@ -37,6 +40,16 @@ pub fn meta_key(group: GroupId, kind: u8) -> [u8; 9] {
     key[..8].copy_from_slice(&group.0.to_be_bytes());
     key[8] = kind;
     key
+}
+
+/// Where the group's applied state is kept in `CF_SM`: the key before all of its state-machine keys.
+pub fn applied_key(group: GroupId) -> Vec<u8> {
+    group_start(group)
+}
+
+/// The first state-machine key of the group's range in `CF_SM`, after its applied state.
+pub fn sm_start(group: GroupId) -> Vec<u8> {
+    sm_key(group, &[0])
 }
 
 pub fn sm_key(group: GroupId, key: &[u8]) -> Vec<u8> {

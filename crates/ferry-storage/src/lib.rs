@@ -6,8 +6,9 @@
 //!
 //! Durability: a log append is written at once (readable) and acknowledged to openraft only after one
 //! shared sync thread has fsynced the WAL ([`NodeDb`]'s group commit), so many concurrent appends of
-//! many groups share one fsync. State-machine writes are not synced on their own: they are re-derived
-//! from the synced log after a crash, and the single WAL keeps them in order with the log.
+//! many groups share one fsync. State-machine writes bypass the WAL: each carries the group's applied
+//! log id in the same family, so a crash rewinds a group's state to a consistent earlier point (or
+//! behind its snapshot file), from which openraft re-applies the synced log.
 //!
 //! Rule: the only crate that depends on `rocksdb`.
 

@@ -52,7 +52,7 @@ impl SnapshotFile {
         let path = unique_path(db, group, "snap");
         let snapshot = db.db().snapshot();
         let applied = snapshot
-            .get_cf(db.cf(CF_RAFT), keys::meta_key(group, meta::APPLIED))?
+            .get_cf(db.cf(CF_SM), keys::applied_key(group))?
             .unwrap_or_default();
         let file = File::create(&path).map_err(io_err(&path))?;
         let mut out = BufWriter::new(file);
@@ -67,7 +67,7 @@ impl SnapshotFile {
         out.write_all(MAGIC).map_err(io_err(&path))?;
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(keys::group_end(group));
-        let start = keys::group_start(group);
+        let start = keys::sm_start(group);
         for item in snapshot.iterator_cf_opt(
             db.cf(CF_SM),
             options,
@@ -122,11 +122,7 @@ impl SnapshotFile {
                 "snapshot has no applied state",
             ),
         })?;
-        batch.put_cf(
-            db.cf(CF_RAFT),
-            keys::meta_key(group, meta::APPLIED),
-            &applied,
-        );
+        batch.put_cf(db.cf(CF_SM), keys::applied_key(group), &applied);
         batch.delete_cf(db.cf(CF_RAFT), keys::meta_key(group, meta::INSTALLING));
         db.db().write(batch)?;
         Ok(applied)
