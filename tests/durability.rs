@@ -315,7 +315,11 @@ async fn delete_some(
             .await
             .expect("delete with every node up")
             .into_inner();
-        assert!(reply.failed.is_empty(), "deletes failed: {:?}", reply.failed);
+        assert!(
+            reply.failed.is_empty(),
+            "deletes failed: {:?}",
+            reply.failed
+        );
         deleted.extend(messages.into_iter().map(|m| m.body));
     }
     deleted

@@ -3,7 +3,8 @@
 //! ```text
 //! [0x00]                          -> Meta { next_seq, message_count, visibility_floor, message_floor }
 //! [0x01] seq:u64be                -> MessageState (postcard: visibility, receive count, token)
-//! [0x02] visible_at:u64be seq:u64be -> [kind]  (index of when each message becomes receivable)
+//! [0x02] visible_at:u64be seq:u64be -> MessageState (index of when each message becomes
+//!                                        receivable, with a copy of its state for receives)
 //! [0x03] group_len:u16be group seq:u64be  -> []   (FIFO: a group's messages in order)
 //! [0x04] head_seq:u64be group             -> []   (FIFO: every group with messages, by its oldest)
 //! [0x05] dedup key                        -> Dedup (postcard)
@@ -27,11 +28,6 @@ pub const DEAD_LETTERS: u8 = 0x07;
 pub const ATTEMPTS: u8 = 0x08;
 pub const ATTEMPT_EXPIRY: u8 = 0x09;
 pub const CONTENTS: u8 = 0x0A;
-
-/// Index value of a message never received (delayed or visible).
-pub const KIND_NEW: u8 = 0;
-/// Index value of a message received at least once (in flight, or visible again).
-pub const KIND_RECEIVED: u8 = 1;
 
 pub fn message(seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);

@@ -78,17 +78,14 @@ impl<'a, S: StateStore> Tx<'a, S> {
         Ok(record)
     }
 
-    /// Writes a message's state and its visibility index entry.
+    /// Writes a message's state and its visibility index entry, which carries a copy of the state
+    /// so that a receive scanning the index reads no message key.
     fn put(&mut self, seq: u64, record: MessageState) -> Result<(), StoreError> {
-        let kind = if record.receive_count == 0 {
-            keys::KIND_NEW
-        } else {
-            keys::KIND_RECEIVED
-        };
+        let state = encode(&record)?;
         self.store
-            .put(keys::visibility(record.visible_at_ms, seq), vec![kind]);
+            .put(keys::visibility(record.visible_at_ms, seq), state.clone());
         self.meta.visibility_floor = self.meta.visibility_floor.min(record.visible_at_ms);
-        self.store.put(keys::message(seq), encode(&record)?);
+        self.store.put(keys::message(seq), state);
         self.messages.insert(seq, Some(record));
         Ok(())
     }
@@ -481,9 +478,8 @@ fn select<S: StateStore + ?Sized>(
         // earlier than the first entry it leaves (or than the last one it looked at, or than `now`
         // if none was due).
         let mut taken = 0;
-        for (_, seq) in &due {
-            let seq = *seq;
-            let record = load_state(store, seq)?.ok_or_else(|| missing(seq))?;
+        for (_, seq, record) in &due {
+            let (seq, record) = (*seq, record.clone());
             if exhausted(&record) {
                 selection.dead.push((seq, record));
             } else if selection.deliver.len() < max {
@@ -495,7 +491,7 @@ fn select<S: StateStore + ?Sized>(
             }
         }
         selection.visibility_floor = Some(match due.get(taken).or(due.last()) {
-            Some((at, _)) => *at,
+            Some((at, _, _)) => *at,
             None => now + 1,
         });
         return Ok(selection);
@@ -681,28 +677,35 @@ fn prune_expired<S: StateStore>(
     Ok(())
 }
 
-/// Up to `max` `(visible_at, seq)` index entries that are receivable at `now_ms`, oldest first.
+/// Up to `max` `(visible_at, seq, state)` index entries that are receivable at `now_ms`, oldest
+/// first.
 fn visible_now<S: StateStore + ?Sized>(
     store: &S,
     floor: u64,
     now_ms: u64,
     max: usize,
-) -> Result<Vec<(u64, u64)>, StoreError> {
+) -> Result<Vec<(u64, u64, MessageState)>, StoreError> {
     let mut due = Vec::new();
+    let mut failure = None;
     if max == 0 {
         return Ok(due);
     }
     store.scan(
         &keys::visibility(floor, 0),
         &keys::visibility_after(now_ms),
-        &mut |key, _| {
-            if let Some(entry) = keys::parse_visibility(key) {
-                due.push(entry);
+        &mut |key, value| {
+            match (keys::parse_visibility(key), decode::<MessageState>(value)) {
+                (Some((at, seq)), Ok(state)) => due.push((at, seq, state)),
+                (_, Err(error)) => failure = Some(error),
+                (None, _) => {}
             }
-            due.len() < max
+            failure.is_none() && due.len() < max
         },
     )?;
-    Ok(due)
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(due),
+    }
 }
 
 /// Whether a receive at `now_ms` would do anything (deliver, or dead-letter); long polls check this
@@ -747,18 +750,22 @@ pub fn approximate_counts<S: StateStore + ?Sized>(
 ) -> Result<ApproximateCounts, StoreError> {
     let total = read_meta(store)?.message_count;
     let mut counts = ApproximateCounts::default();
+    let mut failure = None;
     store.scan(
         &keys::visibility_after(now_ms),
         &[keys::VISIBILITY + 1],
-        &mut |_, kind| {
-            if kind.first() == Some(&keys::KIND_RECEIVED) {
-                counts.in_flight += 1;
-            } else {
-                counts.delayed += 1;
+        &mut |_, state| {
+            match decode::<MessageState>(state) {
+                Ok(state) if state.receive_count > 0 => counts.in_flight += 1,
+                Ok(_) => counts.delayed += 1,
+                Err(error) => failure = Some(error),
             }
-            true
+            failure.is_none()
         },
     )?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
     counts.visible = total.saturating_sub(counts.in_flight + counts.delayed);
     Ok(counts)
 }
