@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_proto::internal::internal_client::InternalClient;
@@ -52,6 +52,8 @@ const RAFT_CALLS_QUEUED: usize = 4096;
 /// Limits of one batched RPC; a single larger call still goes out, alone.
 pub(crate) const RAFT_BATCH_MAX_CALLS: usize = 512;
 const RAFT_BATCH_MAX_BYTES: usize = 16 << 20;
+/// How soon a vote is asked again when the peer does not host the group yet.
+const UNHOSTED_VOTE_RETRY: Duration = Duration::from_millis(50);
 
 /// Why a forwarded request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,33 @@ struct Peer {
     client: InternalClient<Channel>,
     /// Raft calls waiting for the peer's batcher task, which ends when the last sender is dropped.
     raft_calls: mpsc::Sender<QueuedCall>,
+}
+
+impl Peer {
+    /// Queues one Raft call for the peer's batcher and waits for its reply until `deadline`.
+    async fn call(&self, call: RaftRequest, deadline: Instant) -> Result<Bytes, tonic::Status> {
+        let (reply, answer) = oneshot::channel();
+        let queued = QueuedCall {
+            call,
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            reply,
+        };
+        let call = async {
+            self.raft_calls.send(queued).await.map_err(|_| {
+                tonic::Status::unavailable("the transport to this node was replaced")
+            })?;
+            answer
+                .await
+                .map_err(|_| tonic::Status::unavailable("batch dropped"))?
+        };
+        match tokio::time::timeout_at(deadline.into(), call).await {
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no reply from {} in time",
+                self.addr
+            ))),
+            Ok(result) => result,
+        }
+    }
 }
 
 /// One Raft call waiting to join a batch.
@@ -180,6 +209,11 @@ impl RaftRouter {
         }
     }
 
+    /// Makes one Raft call on `group` at `target`. A vote or pre-vote the peer refuses because it
+    /// does not host the group yet is asked again until the call's time is up: a new queue's first
+    /// replica campaigns the moment it applies the catalog entry, usually just before the other
+    /// replicas start the group, and a refused vote would leave the group without a leader for a
+    /// whole election timeout (1.5–3 s) — the first requests to a new queue waited that long.
     async fn raft_call<Req, Resp>(
         &self,
         target: NodeId,
@@ -195,33 +229,28 @@ impl RaftRouter {
         let peer = self.peer(target).ok_or_else(|| {
             RPCError::Unreachable(Unreachable::from_string(format!("node {target} unknown")))
         })?;
-        let payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let (reply, answer) = oneshot::channel();
-        let queued = QueuedCall {
-            call: RaftRequest {
+        let payload: Bytes = encode(request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+            .into();
+        let deadline = Instant::now() + timeout;
+        let retries_unhosted = matches!(kind, RaftKind::Vote | RaftKind::PreVote);
+        let payload = loop {
+            let call = RaftRequest {
                 group: group.0,
                 kind: kind as i32,
-                payload: payload.into(),
-            },
-            timeout,
-            reply,
-        };
-        let call = async {
-            peer.raft_calls.send(queued).await.map_err(|_| {
-                tonic::Status::unavailable("the transport to this node was replaced")
-            })?;
-            answer
-                .await
-                .map_err(|_| tonic::Status::unavailable("batch dropped"))?
-        };
-        let payload = match tokio::time::timeout(timeout, call).await {
-            Err(_) => {
-                return Err(RPCError::Unreachable(Unreachable::from_string(format!(
-                    "node {target} timed out after {timeout:?}"
-                ))))
+                payload: payload.clone(),
+            };
+            match peer.call(call, deadline).await {
+                Err(status)
+                    if retries_unhosted
+                        && status.code() == tonic::Code::NotFound
+                        && Instant::now() + UNHOSTED_VOTE_RETRY < deadline =>
+                {
+                    tokio::time::sleep(UNHOSTED_VOTE_RETRY).await;
+                }
+                Err(status) => return Err(status_error(target, status)),
+                Ok(payload) => break payload,
             }
-            Ok(Err(status)) => return Err(status_error(target, status)),
-            Ok(Ok(payload)) => payload,
         };
         let result: Result<Resp, RaftError<TypeConfig>> =
             decode(&payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -482,10 +511,43 @@ mod tests {
     use tonic::{Request, Response, Status, Streaming};
 
     /// A peer that answers each call of a batch with twice the number it carries, refuses group
-    /// 13, and holds every batch a moment so that calls queue behind the in-flight ones.
-    #[derive(Default)]
+    /// 13 (as not hosted) for its first `refusals` calls, and holds every batch a moment so that
+    /// calls queue behind the in-flight ones.
     struct DoublingPeer {
         batch_sizes: Arc<Mutex<Vec<usize>>>,
+        refusals: Arc<Mutex<usize>>,
+    }
+
+    impl DoublingPeer {
+        fn refusing(refusals: usize) -> Self {
+            Self {
+                batch_sizes: Arc::default(),
+                refusals: Arc::new(Mutex::new(refusals)),
+            }
+        }
+
+        /// Serves the peer on a free loopback port; returns a router that knows it as node 2.
+        async fn serve(self) -> RaftRouter {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(InternalServer::new(self))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            let router = RaftRouter::default();
+            router.set_address(2, &addr.to_string());
+            router
+        }
+
+        fn refuse(&self, group: u64) -> bool {
+            let mut refusals = self.refusals.lock().unwrap();
+            if group != 13 || *refusals == 0 {
+                return false;
+            }
+            *refusals -= 1;
+            true
+        }
     }
 
     #[tonic::async_trait]
@@ -500,7 +562,7 @@ mod tests {
             let replies = calls
                 .into_iter()
                 .map(|call| {
-                    call_reply(if call.group == 13 {
+                    call_reply(if self.refuse(call.group) {
                         Err(Status::not_found("group 13 is not hosted here"))
                     } else {
                         let number: u64 = decode(&call.payload).unwrap();
@@ -531,17 +593,9 @@ mod tests {
     /// one group's refusal stays that group's.
     #[tokio::test]
     async fn concurrent_calls_of_many_groups_share_rpcs() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = DoublingPeer::default();
+        let peer = DoublingPeer::refusing(usize::MAX);
         let batch_sizes = peer.batch_sizes.clone();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(InternalServer::new(peer))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let router = RaftRouter::default();
-        router.set_address(2, &addr.to_string());
+        let router = peer.serve().await;
 
         let calls = (0..64u64).map(|group| {
             let router = router.clone();
@@ -570,6 +624,63 @@ mod tests {
         assert!(
             batch_sizes.len() <= 8,
             "calls were not coalesced: {batch_sizes:?}"
+        );
+    }
+
+    /// A vote for a group the peer has not started yet is asked again until the peer hosts it; an
+    /// append is refused at once (openraft's replication backs off by itself).
+    #[tokio::test]
+    async fn a_vote_waits_for_the_peer_to_host_the_group() {
+        let peer = DoublingPeer::refusing(3);
+        let refusals = peer.refusals.clone();
+        let router = peer.serve().await;
+        let vote: Result<u64, _> = router
+            .raft_call(
+                2,
+                GroupId(13),
+                RaftKind::Vote,
+                &21u64,
+                Duration::from_secs(5),
+            )
+            .await;
+        assert_eq!(vote.unwrap(), 42);
+        assert_eq!(
+            *refusals.lock().unwrap(),
+            0,
+            "every refusal was asked again"
+        );
+
+        *refusals.lock().unwrap() = 1;
+        let append: Result<u64, _> = router
+            .raft_call(
+                2,
+                GroupId(13),
+                RaftKind::Append,
+                &21u64,
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(
+            matches!(append, Err(RPCError::Unreachable(_))),
+            "{append:?}"
+        );
+
+        *refusals.lock().unwrap() = usize::MAX;
+        let started = Instant::now();
+        let vote: Result<u64, _> = router
+            .raft_call(
+                2,
+                GroupId(13),
+                RaftKind::Vote,
+                &21u64,
+                Duration::from_millis(300),
+            )
+            .await;
+        assert!(matches!(vote, Err(RPCError::Unreachable(_))), "{vote:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a refused vote outlived its time: {:?}",
+            started.elapsed()
         );
     }
 
