@@ -76,11 +76,7 @@ async fn restarted_node_catches_up_and_holds_real_replicas() {
 /// transfer, and afterwards holds every message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_replica_catches_up_from_a_snapshot() {
-    let options = ClusterOptions {
-        snapshot_entries: Some(20),
-        ..ClusterOptions::default()
-    };
-    let mut cluster = TestCluster::start(3, options).await;
+    let mut cluster = start_with_small_snapshots().await;
     let queue = "snapshotted";
     create(&mut cluster.client(1), queue).await;
     // Nodes 1 and 2 hold every partition's first entries before node 3 stops: a first leader that
@@ -207,15 +203,7 @@ async fn whole_cluster_crash_keeps_acknowledged_messages() {
 
     // Phase 2: every node is SIGKILLed at once, then started again: an ack was on disk, not in
     // some process's memory.
-    for node in [1, 2, 3] {
-        cluster.kill(node);
-    }
-    for node in [1, 2, 3] {
-        cluster.spawn(node);
-    }
-    for node in [1, 2, 3] {
-        cluster.wait_ready(node).await;
-    }
+    crash_and_restart_all(&mut cluster).await;
     let received = drain(&cluster.clients(), queue, &ledger.acked).await;
     ledger.check_received(&received);
 }
@@ -225,11 +213,7 @@ async fn whole_cluster_crash_keeps_acknowledged_messages() {
 /// was committed: every acknowledged message that was not deleted is there, and no deleted one is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_crash_rebuilds_state_from_snapshot_and_log() {
-    let options = ClusterOptions {
-        snapshot_entries: Some(20),
-        ..ClusterOptions::default()
-    };
-    let mut cluster = TestCluster::start(3, options).await;
+    let mut cluster = start_with_small_snapshots().await;
     let queue = "rebuilt";
     create(&mut cluster.client(1), queue).await;
 
@@ -241,15 +225,7 @@ async fn whole_cluster_crash_rebuilds_state_from_snapshot_and_log() {
     let deleted = delete_some(&mut cluster.client(1), queue, 200).await;
 
     // Phase 2: every node is SIGKILLed at once and started again.
-    for node in [1, 2, 3] {
-        cluster.kill(node);
-    }
-    for node in [1, 2, 3] {
-        cluster.spawn(node);
-    }
-    for node in [1, 2, 3] {
-        cluster.wait_ready(node).await;
-    }
+    crash_and_restart_all(&mut cluster).await;
     let remaining: HashSet<String> = ledger.acked.difference(&deleted).cloned().collect();
     let received = drain(&cluster.clients(), queue, &remaining).await;
     let resurrected: Vec<&String> = deleted
@@ -323,6 +299,29 @@ async fn delete_some(
         deleted.extend(messages.into_iter().map(|m| m.body));
     }
     deleted
+}
+
+/// Three nodes that snapshot every 20 entries (keeping a 4-entry log tail), so a short test moves
+/// replicas and restarts through snapshot files.
+async fn start_with_small_snapshots() -> TestCluster {
+    let options = ClusterOptions {
+        snapshot_entries: Some(20),
+        ..ClusterOptions::default()
+    };
+    TestCluster::start(3, options).await
+}
+
+/// SIGKILLs every node at once, then starts them all again and waits until each is ready.
+async fn crash_and_restart_all(cluster: &mut TestCluster) {
+    for node in [1, 2, 3] {
+        cluster.kill(node);
+    }
+    for node in [1, 2, 3] {
+        cluster.spawn(node);
+    }
+    for node in [1, 2, 3] {
+        cluster.wait_ready(node).await;
+    }
 }
 
 async fn create(client: &mut FerryClient<Channel>, queue: &str) {

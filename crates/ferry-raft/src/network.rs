@@ -634,15 +634,16 @@ mod tests {
         let peer = DoublingPeer::refusing(3);
         let refusals = peer.refusals.clone();
         let router = peer.serve().await;
-        let vote: Result<u64, _> = router
-            .raft_call(
-                2,
-                GroupId(13),
-                RaftKind::Vote,
-                &21u64,
-                Duration::from_secs(5),
-            )
-            .await;
+        let call_group_13 = |kind, timeout| {
+            let router = router.clone();
+            async move {
+                router
+                    .raft_call::<u64, u64>(2, GroupId(13), kind, &21, timeout)
+                    .await
+            }
+        };
+
+        let vote = call_group_13(RaftKind::Vote, Duration::from_secs(5)).await;
         assert_eq!(vote.unwrap(), 42);
         assert_eq!(
             *refusals.lock().unwrap(),
@@ -651,15 +652,7 @@ mod tests {
         );
 
         *refusals.lock().unwrap() = 1;
-        let append: Result<u64, _> = router
-            .raft_call(
-                2,
-                GroupId(13),
-                RaftKind::Append,
-                &21u64,
-                Duration::from_secs(5),
-            )
-            .await;
+        let append = call_group_13(RaftKind::Append, Duration::from_secs(5)).await;
         assert!(
             matches!(append, Err(RPCError::Unreachable(_))),
             "{append:?}"
@@ -667,15 +660,7 @@ mod tests {
 
         *refusals.lock().unwrap() = usize::MAX;
         let started = Instant::now();
-        let vote: Result<u64, _> = router
-            .raft_call(
-                2,
-                GroupId(13),
-                RaftKind::Vote,
-                &21u64,
-                Duration::from_millis(300),
-            )
-            .await;
+        let vote = call_group_13(RaftKind::Vote, Duration::from_millis(300)).await;
         assert!(matches!(vote, Err(RPCError::Unreachable(_))), "{vote:?}");
         assert!(
             started.elapsed() < Duration::from_secs(2),

@@ -56,6 +56,15 @@ impl GroupState {
         self.pending.get_mut().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Moves the sorted writes into the batch and returns the batch, with the state family, for
+    /// writes that must land after them.
+    fn sealed_batch(&mut self) -> (&rocksdb::ColumnFamily, &mut WriteBatch) {
+        let cf = self.db.cf(CF_SM);
+        let pending = self.pending.get_mut().unwrap_or_else(|e| e.into_inner());
+        pending.seal(cf);
+        (cf, &mut pending.batch)
+    }
+
     pub fn group(&self) -> GroupId {
         self.group
     }
@@ -66,12 +75,10 @@ impl GroupState {
     /// snapshot file) and openraft re-applies the committed entries after it. Keeping state writes
     /// out of the WAL halves the bytes every log fsync waits for (a send's body would be in it twice).
     pub fn commit(&mut self, applied: &[u8]) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        let cf = db.cf(CF_SM);
-        let pending = self.pending();
-        pending.seal(cf);
-        let mut batch = std::mem::take(&mut pending.batch);
-        batch.put_cf(cf, keys::applied_key(self.group), applied);
+        let applied_key = keys::applied_key(self.group);
+        let (cf, batch) = self.sealed_batch();
+        let mut batch = std::mem::take(batch);
+        batch.put_cf(cf, applied_key, applied);
         let mut options = WriteOptions::default();
         options.disable_wal(true);
         self.db.db().write_opt(batch, &options)?;
@@ -190,14 +197,11 @@ impl StateStore for GroupState {
     }
 
     fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
-        let db = self.db.clone();
-        let cf = db.cf(CF_SM);
         let (start, end) = (
             keys::sm_key(self.group, &start),
             keys::sm_key(self.group, &end),
         );
-        let pending = self.pending();
-        pending.seal(cf);
-        pending.batch.delete_range_cf(cf, start, end);
+        let (cf, batch) = self.sealed_batch();
+        batch.delete_range_cf(cf, start, end);
     }
 }
