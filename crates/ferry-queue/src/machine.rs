@@ -473,27 +473,24 @@ fn select<S: StateStore + ?Sized>(
         max_receive_count.is_some_and(|limit| record.receive_count >= limit)
     };
     if !fifo {
-        let due = visible_now(store, meta.visibility_floor, now, max + STANDARD_SCAN_SLACK)?;
-        // Everything this receive takes leaves the front of the index, so afterwards nothing is
-        // earlier than the first entry it leaves (or than the last one it looked at, or than `now`
-        // if none was due).
-        let mut taken = 0;
-        for (_, seq, record) in &due {
-            let (seq, record) = (*seq, record.clone());
+        // Entries are looked at one by one and the scan stops once the receive is served, so a
+        // receive of ten reads about ten entries; it looks past at most `STANDARD_SCAN_SLACK` more
+        // to skip messages it dead-letters instead.
+        let mut looked_at = 0;
+        let mut last_at = None;
+        scan_due(store, meta.visibility_floor, now, &mut |at, seq, record| {
             if exhausted(&record) {
                 selection.dead.push((seq, record));
-            } else if selection.deliver.len() < max {
+            } else {
                 selection.deliver.push((seq, record));
             }
-            taken += 1;
-            if selection.deliver.len() >= max {
-                break;
-            }
-        }
-        selection.visibility_floor = Some(match due.get(taken).or(due.last()) {
-            Some((at, _, _)) => *at,
-            None => now + 1,
-        });
+            looked_at += 1;
+            last_at = Some(at);
+            selection.deliver.len() < max && looked_at < max + STANDARD_SCAN_SLACK
+        })?;
+        // Everything this receive looked at leaves the front of the index, so afterwards nothing is
+        // earlier than the last entry it looked at (or than `now` if none was due).
+        selection.visibility_floor = Some(last_at.unwrap_or(now + 1));
         return Ok(selection);
     }
     // FIFO: groups in the order of their oldest message; a group with anything in flight is
@@ -522,25 +519,35 @@ fn select<S: StateStore + ?Sized>(
             seqs.extend(keys::trailing_seq(key));
             seqs.len() < FIFO_GROUP_WINDOW
         })?;
-        let mut records = Vec::with_capacity(seqs.len());
+        // States are read in group order and only as far as needed: messages never received
+        // follow every received one (a group is delivered in order), so once this receive has
+        // what it can take from the group, the first never-received message ends the search for
+        // one in flight.
+        let (mut deliver, mut dead) = (Vec::new(), Vec::new());
+        let mut delivering = true;
+        let mut in_flight = false;
         for seq in seqs {
-            records.push((seq, load_state(store, seq)?.ok_or_else(|| missing(seq))?));
-        }
-        if records
-            .iter()
-            .any(|(_, record)| record.receive_count > 0 && record.visible_at_ms > now)
-        {
-            continue;
-        }
-        for (seq, record) in records {
-            if record.visible_at_ms > now || selection.deliver.len() >= max {
+            let record = load_state(store, seq)?.ok_or_else(|| missing(seq))?;
+            if record.receive_count > 0 && record.visible_at_ms > now {
+                in_flight = true;
                 break;
             }
-            if exhausted(&record) {
-                selection.dead.push((seq, record));
-            } else {
-                selection.deliver.push((seq, record));
+            delivering = delivering
+                && record.visible_at_ms <= now
+                && selection.deliver.len() + deliver.len() < max;
+            if delivering {
+                if exhausted(&record) {
+                    dead.push((seq, record));
+                } else {
+                    deliver.push((seq, record));
+                }
+            } else if record.receive_count == 0 {
+                break;
             }
+        }
+        if !in_flight {
+            selection.deliver.extend(deliver);
+            selection.dead.extend(dead);
         }
     }
     Ok(selection)
@@ -677,35 +684,28 @@ fn prune_expired<S: StateStore>(
     Ok(())
 }
 
-/// Up to `max` `(visible_at, seq, state)` index entries that are receivable at `now_ms`, oldest
-/// first.
-fn visible_now<S: StateStore + ?Sized>(
+/// Calls `visit` with each `(visible_at, seq, state)` index entry receivable at `now_ms`, oldest
+/// first, until it returns false.
+fn scan_due<S: StateStore + ?Sized>(
     store: &S,
     floor: u64,
     now_ms: u64,
-    max: usize,
-) -> Result<Vec<(u64, u64, MessageState)>, StoreError> {
-    let mut due = Vec::new();
+    visit: &mut dyn FnMut(u64, u64, MessageState) -> bool,
+) -> Result<(), StoreError> {
     let mut failure = None;
-    if max == 0 {
-        return Ok(due);
-    }
     store.scan(
         &keys::visibility(floor, 0),
         &keys::visibility_after(now_ms),
-        &mut |key, value| {
-            match (keys::parse_visibility(key), decode::<MessageState>(value)) {
-                (Some((at, seq)), Ok(state)) => due.push((at, seq, state)),
-                (_, Err(error)) => failure = Some(error),
-                (None, _) => {}
+        &mut |key, value| match (keys::parse_visibility(key), decode::<MessageState>(value)) {
+            (Some((at, seq)), Ok(state)) => visit(at, seq, state),
+            (_, Err(error)) => {
+                failure = Some(error);
+                false
             }
-            failure.is_none() && due.len() < max
+            (None, _) => true,
         },
     )?;
-    match failure {
-        Some(error) => Err(error),
-        None => Ok(due),
-    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// Whether a receive at `now_ms` would do anything (deliver, or dead-letter); long polls check this
@@ -719,7 +719,12 @@ pub fn has_receivable_message<S: StateStore + ?Sized>(
     let meta = read_meta(store)?;
     if !fifo {
         // Every due index entry is either delivered or dead-lettered: no need to read its state.
-        return Ok(!visible_now(store, meta.visibility_floor, now_ms, 1)?.is_empty());
+        let mut due = false;
+        scan_due(store, meta.visibility_floor, now_ms, &mut |_, _, _| {
+            due = true;
+            false
+        })?;
+        return Ok(due);
     }
     let selection = select(store, &meta, now_ms, 1, fifo, max_receive_count)?;
     Ok(!selection.deliver.is_empty() || !selection.dead.is_empty())

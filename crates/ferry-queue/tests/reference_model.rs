@@ -1,4 +1,5 @@
-//! Property test: the RocksDB-shaped state machine against a plain in-memory model of SQS semantics.
+//! Property test: the RocksDB-shaped state machine against a plain in-memory model of SQS semantics,
+//! for standard and FIFO queues, with and without a receive limit (dead-lettering).
 
 use std::collections::BTreeMap;
 
@@ -17,26 +18,93 @@ struct ModelMessage {
     receive_count: u32,
     token: u64,
     last_receive: u64,
+    group: Option<String>,
 }
 
 #[derive(Default)]
 struct Model {
     next_seq: u64,
     messages: BTreeMap<u64, ModelMessage>,
+    /// Dead-lettered messages (moved to the outbox, out of every count), with their send times.
+    dead: BTreeMap<u64, u64>,
+    fifo: bool,
+    max_receive_count: Option<u32>,
 }
 
 impl Model {
+    fn exhausted(&self, m: &ModelMessage) -> bool {
+        self.max_receive_count
+            .is_some_and(|limit| m.receive_count >= limit)
+    }
+
+    /// What a receive of `max` at `now` takes: (messages to deliver, messages to dead-letter), in
+    /// the order SQS hands them out.
+    fn select(&self, now: u64, max: usize) -> (Vec<u64>, Vec<u64>) {
+        let (mut deliver, mut dead) = (Vec::new(), Vec::new());
+        if !self.fifo {
+            let mut due: Vec<_> = self
+                .messages
+                .values()
+                .filter(|m| m.visible_at <= now)
+                .map(|m| (m.visible_at, m.seq))
+                .collect();
+            due.sort();
+            for (_, seq) in due {
+                if deliver.len() == max {
+                    break;
+                }
+                if self.exhausted(&self.messages[&seq]) {
+                    dead.push(seq);
+                } else {
+                    deliver.push(seq);
+                }
+            }
+            return (deliver, dead);
+        }
+        // Groups by their oldest message; a group with a message in flight is skipped whole; a
+        // group's messages go in order up to the first that is not visible.
+        let mut groups: Vec<(u64, &str)> = Vec::new();
+        for m in self.messages.values() {
+            let group = m.group.as_deref().unwrap();
+            if !groups.iter().any(|(_, g)| *g == group) {
+                groups.push((m.seq, group));
+            }
+        }
+        for (_, group) in groups {
+            let members: Vec<&ModelMessage> = self
+                .messages
+                .values()
+                .filter(|m| m.group.as_deref() == Some(group))
+                .collect();
+            if members
+                .iter()
+                .any(|m| m.receive_count > 0 && m.visible_at > now)
+            {
+                continue;
+            }
+            for m in members {
+                if m.visible_at > now || deliver.len() == max {
+                    break;
+                }
+                if self.exhausted(m) {
+                    dead.push(m.seq);
+                } else {
+                    deliver.push(m.seq);
+                }
+            }
+        }
+        (deliver, dead)
+    }
+
     fn receive(&mut self, now: u64, index: u64, max: u32, vt: u32) -> Vec<(u64, u32)> {
-        let mut due: Vec<_> = self
-            .messages
-            .values()
-            .filter(|m| m.visible_at <= now)
-            .map(|m| (m.visible_at, m.seq))
-            .collect();
-        due.sort();
-        due.truncate(max as usize);
-        due.into_iter()
-            .map(|(_, seq)| {
+        let (deliver, dead) = self.select(now, max as usize);
+        for seq in dead {
+            let m = self.messages.remove(&seq).unwrap();
+            self.dead.insert(seq, m.sent_at);
+        }
+        deliver
+            .into_iter()
+            .map(|seq| {
                 let m = self.messages.get_mut(&seq).unwrap();
                 m.receive_count += 1;
                 m.token = index;
@@ -85,14 +153,22 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// FIFO messages go to one of a few groups, so groups block each other and interleave.
+const GROUPS: usize = 3;
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
     #[test]
-    fn machine_matches_model(ops in prop::collection::vec(op(), 1..80)) {
+    fn machine_matches_model(
+        ops in prop::collection::vec(op(), 1..80),
+        fifo in any::<bool>(),
+        max_receive_count in prop_oneof![Just(None), (1u32..4).prop_map(Some)],
+    ) {
         let mut store = MemStore::default();
         // A follower: applies the same commands with nobody waiting for their results.
         let mut follower = MemStore::default();
-        let mut model = Model { next_seq: 1, ..Model::default() };
+        let mut model = Model { next_seq: 1, fifo, max_receive_count, ..Model::default() };
+        let group_of = |index: u64, i: usize| fifo.then(|| format!("g{}", (index as usize + i) % GROUPS));
         let mut now = 1_000_000u64;
         let mut index = 0u64;
         // Every handle ever issued, so deletes and changes also use old ones.
@@ -111,7 +187,7 @@ proptest! {
                         trace_header: None,
                         sender_id: "tester".into(),
                         delay_seconds: *delay_s,
-                        group_id: None,
+                        group_id: group_of(index, i),
                         deduplication_id: None,
                         dedup_key: None,
                         dead_letter_source: None,
@@ -120,8 +196,8 @@ proptest! {
                 Op::Receive { max, vt } => QueueCommand::Receive(ReceiveCommand {
                     max: *max,
                     visibility_timeout_s: *vt,
-                    fifo: false,
-                    max_receive_count: None,
+                    fifo,
+                    max_receive_count,
                     attempt_id: None,
                 }),
                 Op::Delete { pick, stale } => {
@@ -147,13 +223,13 @@ proptest! {
             match (&op, result) {
                 (Op::Send { count, delay_s }, QueueResult::Sent(sent)) => {
                     prop_assert_eq!(sent.len(), *count);
-                    for s in sent {
+                    for (i, s) in sent.into_iter().enumerate() {
                         prop_assert_eq!(s.seq, model.next_seq);
                         prop_assert!(!s.duplicate);
                         model.next_seq += 1;
                         model.messages.insert(s.seq, ModelMessage {
                             seq: s.seq, sent_at: now, visible_at: now + u64::from(*delay_s) * 1000,
-                            receive_count: 0, token: 0, last_receive: 0,
+                            receive_count: 0, token: 0, last_receive: 0, group: group_of(index, i),
                         });
                     }
                 }
@@ -167,6 +243,8 @@ proptest! {
                     let mut handle = handles[pick % handles.len()];
                     if *stale { handle.token += 1_000_000; }
                     let first = match model.messages.get(&handle.seq) {
+                        // A dead letter keeps its record (handles invalidated) until the mover acks it.
+                        None if model.dead.contains_key(&handle.seq) => DeleteOutcome::StaleHandle,
                         None => DeleteOutcome::NotFound,
                         Some(m) if m.token != handle.token => DeleteOutcome::StaleHandle,
                         Some(_) => { model.messages.remove(&handle.seq); DeleteOutcome::Deleted }
@@ -177,6 +255,7 @@ proptest! {
                 (Op::ChangeVisibility { pick, vt }, QueueResult::VisibilityChanged(outcomes)) => {
                     let handle = handles[pick % handles.len()];
                     let expected = match model.messages.get_mut(&handle.seq) {
+                        None if model.dead.contains_key(&handle.seq) => Err(VisibilityError::NotInflight),
                         None => Err(VisibilityError::MessageNotFound),
                         Some(m) if m.token != handle.token || m.visible_at <= now => Err(VisibilityError::NotInflight),
                         Some(m) if now + u64::from(*vt) * 1000 > m.last_receive + MAX_VISIBILITY_TOTAL_MS => Err(VisibilityError::BeyondMaximum),
@@ -187,11 +266,16 @@ proptest! {
                 (Op::Purge, QueueResult::Purged { removed }) => {
                     prop_assert_eq!(removed, model.messages.len() as u64);
                     model.messages.clear();
+                    model.dead.clear();
                 }
                 (Op::Expire { retention_s }, QueueResult::Expired { removed }) => {
                     let cutoff = now.saturating_sub(u64::from(*retention_s) * 1000);
-                    let expired: Vec<u64> = model.messages.values()
-                        .take_while(|m| m.sent_at <= cutoff).take(2).map(|m| m.seq).collect();
+                    // Dead letters are the mover's: the scan passes over them.
+                    let stored: BTreeMap<u64, (u64, bool)> = model.messages.values().map(|m| (m.seq, (m.sent_at, false)))
+                        .chain(model.dead.iter().map(|(seq, sent_at)| (*seq, (*sent_at, true)))).collect();
+                    let expired: Vec<u64> = stored.iter()
+                        .take_while(|(_, (sent_at, _))| *sent_at <= cutoff)
+                        .filter(|(_, (_, dead))| !dead).take(2).map(|(seq, _)| *seq).collect();
                     prop_assert_eq!(removed, expired.len() as u64);
                     for seq in expired { model.messages.remove(&seq); }
                 }
@@ -199,7 +283,8 @@ proptest! {
             }
 
             prop_assert_eq!(approximate_counts(&store, now).unwrap(), model.counts(now));
-            prop_assert_eq!(has_receivable_message(&store, now, false, None).unwrap(), model.counts(now).visible > 0);
+            let (deliver, dead) = model.select(now, 1);
+            prop_assert_eq!(has_receivable_message(&store, now, fifo, max_receive_count).unwrap(), !deliver.is_empty() || !dead.is_empty());
             let next = model.messages.values().map(|m| m.visible_at).filter(|at| *at > now).min();
             prop_assert_eq!(next_visibility_change(&store, now).unwrap(), next);
         }
