@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_queue::{HandleRef, QueueCommand, QueueResult, ReceiveCommand, VisibilityChange};
-use ferry_raft::{Command, CommandBody, CommandResult, GroupHandle, MultiRaft};
+use ferry_raft::{Command, CommandBody, CommandResult, GroupHandle, GroupSignals, MultiRaft};
 use ferry_types::{FerryError, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -347,7 +347,6 @@ impl LongPoll {
             )))
         };
         let mut first = true;
-        let mut next_due = NextDue::default();
         let result = loop {
             // Registered before the check, so an apply between the check and the wait still wakes us.
             let applied = self.handle.signals.applied.notified();
@@ -386,7 +385,7 @@ impl LongPoll {
             }
             // Wake for an apply (a send), for the next delayed or in-flight message to come due, or
             // at the deadline; stop early if the caller is gone.
-            let wake = next_due.wake(&state, now, deadline);
+            let wake = next_wake(&self.handle.signals, &state, now, deadline);
             tokio::select! {
                 _ = &mut applied => {}
                 _ = tokio::time::sleep_until(wake) => {}
@@ -401,49 +400,45 @@ impl LongPoll {
     }
 }
 
-/// How often a long poll re-reads when the next delayed or in-flight message comes due.
+/// How often a partition's next delayed or in-flight message is read again for its long polls.
 const NEXT_DUE_REFRESH: Duration = Duration::from_millis(250);
 
-/// When a long poll should wake for the next delayed or in-flight message of a partition. Read at
-/// most every [`NEXT_DUE_REFRESH`], not on every apply that wakes the poll: the scan steps over the
-/// deletion marks of every message received and deleted within its visibility timeout, thousands
-/// at a high rate. A command that makes a message due sooner than the time read is noticed up to
-/// that much late.
-#[derive(Default)]
-pub(crate) struct NextDue {
-    read: Option<(tokio::time::Instant, Option<u64>)>,
-}
-
-impl NextDue {
-    /// The time to wake at the latest, given the partition's `state` at `now_ms`: when the next
-    /// message comes due, when the time read is due a refresh, or at the deadline.
-    pub fn wake<S: ferry_queue::StateStore + ?Sized>(
-        &mut self,
-        state: &S,
-        now_ms: u64,
-        deadline: tokio::time::Instant,
-    ) -> tokio::time::Instant {
-        let instant_now = tokio::time::Instant::now();
-        let (read_at, due) = match self.read {
-            Some((read_at, due))
-                if instant_now < read_at + NEXT_DUE_REFRESH && due.is_none_or(|at| at > now_ms) =>
-            {
-                (read_at, due)
-            }
-            _ => {
-                let due = ferry_queue::next_visibility_change(state, now_ms)
-                    .ok()
-                    .flatten();
-                self.read = Some((instant_now, due));
-                (instant_now, due)
-            }
-        };
-        let due_at = due.map(|at| instant_now + Duration::from_millis(at.saturating_sub(now_ms)));
-        let refresh_at = read_at + NEXT_DUE_REFRESH;
-        due_at
-            .map_or(deadline, |at| at.min(deadline))
-            .min(refresh_at)
-    }
+/// When a long poll should wake at the latest, given the partition's `state` at `now_ms`: when the
+/// next delayed or in-flight message comes due, when the time read is due a refresh, or at the
+/// deadline. The time is read at most every [`NEXT_DUE_REFRESH`] per partition and node, shared by
+/// all its long polls, not on every apply that wakes a poll: the scan steps over the deletion marks
+/// of every message received and deleted within its visibility timeout, thousands at a high rate
+/// (when each poll read it, it was a fifth of a node's time in a drain). A command that makes a
+/// message due sooner than the time read is noticed up to that much late; one that makes it
+/// receivable now wakes the polls at its apply.
+pub(crate) fn next_wake<S: ferry_queue::StateStore + ?Sized>(
+    signals: &GroupSignals,
+    state: &S,
+    now_ms: u64,
+    deadline: tokio::time::Instant,
+) -> tokio::time::Instant {
+    let instant_now = tokio::time::Instant::now();
+    let cached = *signals.next_due.lock().unwrap_or_else(|e| e.into_inner());
+    let (read_at, due) = match cached {
+        Some((read_at, due))
+            if instant_now < read_at + NEXT_DUE_REFRESH && due.is_none_or(|at| at > now_ms) =>
+        {
+            (read_at, due)
+        }
+        _ => {
+            // Read without holding the lock: polls that find it stale at once may each read.
+            let due = ferry_queue::next_visibility_change(state, now_ms)
+                .ok()
+                .flatten();
+            *signals.next_due.lock().unwrap_or_else(|e| e.into_inner()) = Some((instant_now, due));
+            (instant_now, due)
+        }
+    };
+    let due_at = due.map(|at| instant_now + Duration::from_millis(at.saturating_sub(now_ms)));
+    let refresh_at = read_at + NEXT_DUE_REFRESH;
+    due_at
+        .map_or(deadline, |at| at.min(deadline))
+        .min(refresh_at)
 }
 
 /// Makes messages received for a caller that has gone visible again at once.

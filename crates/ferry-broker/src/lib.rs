@@ -44,7 +44,7 @@ use attributes::{
     DELAY_SECONDS, MAXIMUM_MESSAGE_SIZE, MESSAGE_RETENTION_PERIOD, RECEIVE_WAIT_TIME,
     VISIBILITY_TIMEOUT,
 };
-use leader::{wall_clock_ms, LocalLeader, NextDue};
+use leader::{next_wake, wall_clock_ms, LocalLeader};
 use request::{GroupReply, GroupRequest};
 use routing::Router;
 use validate::{
@@ -814,7 +814,6 @@ impl Broker {
         wait_ms: u64,
     ) -> Result<Vec<ferry_queue::ReceivedMessage>, FerryError> {
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
-        let mut next_due = NextDue::default();
         loop {
             let replica = match self.router.follower_replica(partition.group) {
                 Some(replica) if command.attempt_id.is_none() => replica,
@@ -857,7 +856,7 @@ impl Broker {
             if Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
-            let wake = next_due.wake(&state, now, deadline);
+            let wake = next_wake(&replica.signals, &state, now, deadline);
             tokio::select! {
                 _ = &mut applied => {}
                 _ = tokio::time::sleep_until(wake) => {}

@@ -34,6 +34,9 @@ pub struct GroupSignals {
     /// Held by the one long poll on this node that asks the group's leader for what this follower
     /// replica shows; the others wait instead of all asking at once.
     pub leader_ask: tokio::sync::Mutex<()>,
+    /// When the replica's next delayed or in-flight message comes due (`None`: none is), and when
+    /// that was read. The group's long polls on this node share one read instead of each scanning.
+    pub next_due: std::sync::Mutex<Option<(tokio::time::Instant, Option<u64>)>>,
 }
 
 pub struct GroupStateMachine {
