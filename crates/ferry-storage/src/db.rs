@@ -4,9 +4,14 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 
-use crate::keys::{CF_LOG, CF_RAFT, CF_SM};
+use crate::keys::{CF_LOG, CF_RAFT, CF_SM, FORMAT_KEY};
+
+/// The layout of keys and values this build writes (keys, log entries, state-machine records,
+/// snapshot files). Raised whenever any of them changes incompatibly: a node refuses to start on a
+/// data directory of another version rather than misread it. There is no migration yet.
+pub const FORMAT_VERSION: u32 = 1;
 
 /// Errors of the storage layer. Any of them means the node cannot trust its disk: openraft stops the
 /// group that hit it.
@@ -32,6 +37,11 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "{dir} holds on-disk format {found}, but this build reads format {FORMAT_VERSION}; \
+         there is no migration between formats: run the build that wrote it"
+    )]
+    Format { dir: PathBuf, found: String },
     #[error("storage is closed")]
     Closed,
 }
@@ -78,6 +88,7 @@ impl NodeDb {
         let families = [CF_LOG, CF_RAFT, CF_SM]
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name)));
         let db = Arc::new(DB::open_cf_descriptors(&options, dir.join("db"), families)?);
+        check_format(&db, dir)?;
 
         let (sync_tx, sync_rx) = sync_channel(SYNC_QUEUE_BOUND);
         let sync_db = db.clone();
@@ -162,6 +173,40 @@ impl Drop for NodeDb {
     }
 }
 
+/// Records [`FORMAT_VERSION`] in a new database, and refuses one written in another format
+/// (including data of builds from before versions were recorded).
+fn check_format(db: &DB, dir: &Path) -> Result<(), StorageError> {
+    let raft = db
+        .cf_handle(CF_RAFT)
+        .expect("column families are created at open");
+    let found = match db.get_cf(raft, FORMAT_KEY)? {
+        Some(bytes) => match <[u8; 4]>::try_from(bytes.as_slice()) {
+            Ok(version) if u32::from_be_bytes(version) == FORMAT_VERSION => return Ok(()),
+            Ok(version) => u32::from_be_bytes(version).to_string(),
+            Err(_) => format!("(unreadable: {bytes:02x?})"),
+        },
+        None => {
+            let holds_data = [CF_LOG, CF_RAFT, CF_SM].into_iter().any(|name| {
+                let cf = db
+                    .cf_handle(name)
+                    .expect("column families are created at open");
+                db.iterator_cf(cf, IteratorMode::Start).next().is_some()
+            });
+            if !holds_data {
+                let mut sync = WriteOptions::default();
+                sync.set_sync(true);
+                db.put_cf_opt(raft, FORMAT_KEY, FORMAT_VERSION.to_be_bytes(), &sync)?;
+                return Ok(());
+            }
+            "0 (written before formats were recorded)".to_owned()
+        }
+    };
+    Err(StorageError::Format {
+        dir: dir.to_owned(),
+        found,
+    })
+}
+
 fn cf_options(name: &str) -> Options {
     let mut options = Options::default();
     if name == CF_LOG {
@@ -184,5 +229,72 @@ fn run_sync_loop(db: &DB, waiters: Receiver<SyncWaiter>) {
         for waiter in batch {
             waiter(result.clone().map_err(io::Error::other));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `key` = `value` to the raft family of the closed database in `dir`.
+    fn write_raw(dir: &Path, key: &[u8], value: Option<&[u8]>) {
+        let families = [CF_LOG, CF_RAFT, CF_SM]
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name)));
+        let db = DB::open_cf_descriptors(&Options::default(), dir.join("db"), families).unwrap();
+        let raft = db.cf_handle(CF_RAFT).unwrap();
+        match value {
+            Some(value) => db.put_cf(raft, key, value).unwrap(),
+            None => db.delete_cf(raft, key).unwrap(),
+        }
+    }
+
+    fn reopen(dir: &Path) -> Result<(), StorageError> {
+        NodeDb::open(dir).map(|db| db.close())
+    }
+
+    #[test]
+    fn a_new_directory_gets_the_format_and_opens_again_with_its_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = NodeDb::open(dir.path()).unwrap();
+        let group = ferry_types::GroupId(3);
+        db.put_group_meta(group, crate::keys::meta::VOTE, b"vote")
+            .unwrap();
+        db.close();
+        drop(db);
+        let db = NodeDb::open(dir.path()).unwrap();
+        assert_eq!(db.groups_on_disk().unwrap(), vec![group]);
+    }
+
+    #[test]
+    fn another_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        reopen(dir.path()).unwrap();
+        write_raw(
+            dir.path(),
+            FORMAT_KEY,
+            Some(&(FORMAT_VERSION + 1).to_be_bytes()),
+        );
+        let error = reopen(dir.path()).unwrap_err();
+        assert!(
+            matches!(&error, StorageError::Format { found, .. } if *found == (FORMAT_VERSION + 1).to_string()),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn data_without_a_recorded_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        reopen(dir.path()).unwrap();
+        write_raw(dir.path(), FORMAT_KEY, None);
+        write_raw(
+            dir.path(),
+            &crate::keys::meta_key(ferry_types::GroupId(7), crate::keys::meta::VOTE),
+            Some(b"vote"),
+        );
+        let error = reopen(dir.path()).unwrap_err();
+        assert!(
+            matches!(&error, StorageError::Format { found, .. } if found.starts_with("0 ")),
+            "{error}"
+        );
     }
 }

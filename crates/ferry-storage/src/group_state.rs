@@ -131,7 +131,8 @@ impl NodeDb {
     /// Every group with any Raft metadata on this node (the groups to restart after a reboot).
     pub fn groups_on_disk(&self) -> Result<Vec<GroupId>, StorageError> {
         let mut groups = Vec::new();
-        let mut from = Vec::new();
+        // From the first group's range: the format version sorts before it.
+        let mut from = keys::group_start(GroupId(0));
         loop {
             let mut iter = self.db().iterator_cf(
                 self.cf(CF_RAFT),

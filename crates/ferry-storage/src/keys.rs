@@ -3,6 +3,7 @@
 //! | column family | key                                 | value                       |
 //! |---------------|-------------------------------------|-----------------------------|
 //! | `log`         | group (8) ++ log index (8)          | postcard Raft entry         |
+//! | `raft`        | (empty)                             | the data directory's format version |
 //! | `raft`        | group (8) ++ kind (1)               | vote, committed, purged, snapshot meta |
 //! | `sm`          | group (8)                           | applied state               |
 //! | `sm`          | group (8) ++ state-machine key      | state machine data          |
@@ -16,6 +17,9 @@ use ferry_types::GroupId;
 pub const CF_LOG: &str = "log";
 pub const CF_RAFT: &str = "raft";
 pub const CF_SM: &str = "sm";
+
+/// Where the on-disk format version lives in `CF_RAFT`: the empty key, before every group's range.
+pub const FORMAT_KEY: &[u8] = b"";
 
 /// Kinds of per-group Raft metadata in `CF_RAFT`.
 pub mod meta {
