@@ -32,6 +32,12 @@ enum Command {
     },
 }
 
+/// jemalloc rather than glibc's malloc: glibc's allocator was ~10% of a node's samples under load
+/// (arena locking, `malloc_consolidate`), and jemalloc keeps resident memory as low (mimalloc, tried
+/// before, held 2.4 GiB per node after the queue-count benchmark; see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter =
