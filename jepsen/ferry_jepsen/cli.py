@@ -1,6 +1,7 @@
 """Command line: one run, the CI suite, re-checking a history, the checker's self-test."""
 import argparse
 import atexit
+import fcntl
 import json
 import logging
 import os
@@ -20,6 +21,25 @@ from .workload import Workload
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_BIN = os.environ.get("FERRY_BIN", "/work/target-jepsen/release/ferry")
+# Every run uses the same namespaces and addresses, and its setup tears down whatever holds them,
+# so two runs at once would talk to each other's nodes: a run holds this lock from start to end.
+LOCK_PATH = "/run/ferry-jepsen.lock"
+
+
+def hold_run_lock():
+    """Takes the machine-wide run lock for the life of this process, or fails at once."""
+    handle = open(LOCK_PATH, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        raise HarnessError(f"another jepsen run (pid {holder}) holds {LOCK_PATH}; two runs at once share "
+                           "namespaces and addresses and corrupt each other's histories")
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle  # the lock lasts while this object lives
 
 
 def parse_args(argv):
@@ -269,6 +289,11 @@ def main(argv=None):
         res = finish(a.check, meta, margin, a)
         return 0 if res["valid"] and res.get("planted_loss_caught", True) else 1
 
+    try:
+        lock = hold_run_lock()  # noqa: F841 (held until exit)
+    except HarnessError as e:
+        log.error("%s", e)
+        return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if a.ci:
         a.nodes = 3
