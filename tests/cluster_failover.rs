@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_no_loss_or_phantom, send_bodies, wait_for, wait_until, ClusterOptions, TestCluster,
+    assert_no_loss_or_phantom, send_bodies, wait_for, wait_until, within, ClusterOptions,
+    TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::CreateQueueRequest;
@@ -339,4 +340,105 @@ async fn drain(
         }
     }
     (received, errors)
+}
+
+/// Quiet groups: once a cluster is idle every group stops ticking (no heartbeats, no election
+/// timers); a request wakes its group; and when the leader of a quiet partition is SIGKILLed, the
+/// survivors notice the silent node, wake, elect a new leader and serve the queue again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_groups_wake_for_requests_and_after_a_leader_crash() {
+    /// Quiet after 3 s without proposals, plus sweeps and the followers' acknowledgements.
+    const QUIET_TIMEOUT: Duration = Duration::from_secs(30);
+    const QUEUE: &str = "quiet";
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut client = cluster.client(1);
+    client
+        .create_queue(CreateQueueRequest {
+            queue_name: QUEUE.into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("create the queue");
+    let group = wait_for(
+        LEADER_TIMEOUT,
+        "the queue's partition has a leader",
+        async || {
+            let groups = cluster.queue_groups(QUEUE).await;
+            let &[group] = &groups[..] else { return None };
+            cluster.leader_of(group).await.map(|_| group)
+        },
+    )
+    .await;
+    let send = async |client: &mut FerryClient<Channel>, body: &str| {
+        client
+            .send_message(ferry_proto::v1::SendMessageRequest {
+                queue_name: QUEUE.into(),
+                body: body.into(),
+                ..Default::default()
+            })
+            .await
+    };
+    send(&mut client, "before").await.expect("send before");
+
+    let all_quiet = async |cluster: &TestCluster| {
+        for id in cluster.running() {
+            let groups = cluster.try_groups(id).await.unwrap_or_default();
+            if groups.is_empty() || groups.iter().any(|g| !g.quiet) {
+                return false;
+            }
+        }
+        true
+    };
+    wait_until(
+        QUIET_TIMEOUT,
+        "every group on every node is quiet",
+        async || all_quiet(&cluster).await,
+    )
+    .await;
+    let leader = cluster
+        .leader_of(group)
+        .await
+        .expect("a quiet group keeps its leader");
+
+    // A request on a node that does not lead the partition wakes it and is served.
+    let other = if leader == 1 { 2 } else { 1 };
+    let mut other_client = cluster.client(other);
+    within(
+        Duration::from_secs(10),
+        "a send to a quiet partition",
+        send(&mut other_client, "awake"),
+    )
+    .await
+    .expect("send to a quiet partition");
+    let mut received = Vec::new();
+    wait_until(LEADER_TIMEOUT, "both messages are received", async || {
+        if let Ok(messages) = common::receive_and_delete(&mut other_client, QUEUE, 1).await {
+            received.extend(messages.into_iter().map(|m| m.body));
+        }
+        received.len() >= 2
+    })
+    .await;
+    received.sort();
+    assert_eq!(received, ["awake", "before"]);
+
+    wait_until(QUIET_TIMEOUT, "every group is quiet again", async || {
+        all_quiet(&cluster).await
+    })
+    .await;
+    let leader = cluster
+        .leader_of(group)
+        .await
+        .expect("leader of the quiet group");
+    cluster.kill(leader);
+    let new_leader = cluster.wait_for_leader(group, LEADER_TIMEOUT).await;
+    assert_ne!(new_leader, leader);
+    let survivor = cluster.running()[0];
+    let mut survivor_client = cluster.client(survivor);
+    wait_for(
+        LEADER_TIMEOUT,
+        "a send after the crash is acknowledged",
+        async || send(&mut survivor_client, "after").await.ok(),
+    )
+    .await;
 }

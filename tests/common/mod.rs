@@ -81,6 +81,7 @@ pub struct GroupInfo {
     pub leader: Option<u64>,
     pub is_leader: bool,
     pub last_applied: Option<u64>,
+    pub quiet: bool,
 }
 
 struct Node {

@@ -308,6 +308,7 @@ pub(crate) async fn propose(
         body,
     };
     let started = std::time::Instant::now();
+    handle.touch();
     let outcome = tokio::time::timeout(PROPOSE_TIMEOUT, handle.raft.client_write(command)).await;
     metrics::histogram!("ferry_raft_propose_seconds").record(started.elapsed().as_secs_f64());
     match outcome {

@@ -9,6 +9,7 @@
 
 mod multi;
 mod network;
+mod quiet;
 mod service;
 mod state_machine;
 mod types;

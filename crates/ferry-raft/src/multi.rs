@@ -13,14 +13,15 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::sync::{watch, Mutex};
 
 use crate::network::{GroupNetwork, RaftRouter};
+use crate::quiet::{self, Activity, GroupView, PeerLiveness, QuiesceRequest, Verdict};
 use crate::state_machine::{Catalog, GroupSignals, GroupStateMachine};
 use crate::types::Raft;
 
 /// Timing of every group. Elections are slow enough that a loaded 2-core machine running three nodes
-/// does not flap, and fast enough that a killed leader is replaced within a few seconds. Every group
-/// ticks at 13/64 of the heartbeat interval and heartbeats each follower, so an idle node's CPU grows
-/// with its group count: at 200 ms, 1,100 groups kept three nodes on one machine at 60% of a core
-/// each, doing nothing.
+/// does not flap, and fast enough that a killed leader is replaced within a few seconds. Every
+/// ticking group ticks at 13/64 of the heartbeat interval and heartbeats each follower: at 200 ms,
+/// 1,100 groups kept three nodes on one machine at 60% of a core each, doing nothing (idle groups
+/// now stop ticking altogether: see `quiet`).
 const HEARTBEAT_MS: u64 = 500;
 /// A follower that acknowledged a replication this recently needs no heartbeat.
 const HEARTBEAT_SUPPRESS_MS: u64 = 500;
@@ -41,9 +42,75 @@ pub struct GroupHandle {
     pub group: GroupId,
     pub raft: Raft,
     pub signals: Arc<GroupSignals>,
+    activity: Arc<Activity>,
 }
 
 impl GroupHandle {
+    /// Records a proposal or an incoming Raft call; a quiet group ticks again.
+    pub fn touch(&self) {
+        if self.activity.touch() {
+            self.raft.runtime_config().tick(true);
+            metrics::counter!("ferry_raft_group_wakes_total", "reason" => "activity").increment(1);
+        }
+    }
+
+    /// Whether the group has stopped ticking because it is idle.
+    pub fn is_quiet(&self) -> bool {
+        self.activity.quiet_since().is_some()
+    }
+
+    /// What this replica knows of its group.
+    fn view(&self, me: NodeId) -> GroupView {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let followers = metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .iter()
+                    .filter(|(node, _)| **node != me)
+                    .map(|(node, matched)| (*node, matched.as_ref().map(|log_id| log_id.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        GroupView {
+            me,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied_index: metrics.last_applied.as_ref().map(|log_id| log_id.index),
+            followers,
+        }
+    }
+
+    /// Stops the tick, unless a touch came in meanwhile; true if the group is now quiet.
+    fn stop_ticking(&self) -> bool {
+        let since = quiet::clock_ms();
+        self.activity.begin_quiet(since);
+        self.raft.runtime_config().tick(false);
+        if self.activity.still_quiet(since) {
+            return true;
+        }
+        // Touched between the mark and the stop: the touch's restart may have come first.
+        self.activity.end_quiet();
+        self.raft.runtime_config().tick(true);
+        false
+    }
+
+    fn wake(&self, reason: &'static str) {
+        if self.activity.end_quiet() {
+            self.raft.runtime_config().tick(true);
+            metrics::counter!("ferry_raft_group_wakes_total", "reason" => reason).increment(1);
+        }
+    }
+
+    /// A follower's answer to its leader's [`QuiesceRequest`]: stops ticking if it agrees.
+    pub(crate) fn quiesce_as_follower(&self, me: NodeId, request: &QuiesceRequest) -> bool {
+        request.accepted_by(&self.view(me)) && self.stop_ticking()
+    }
+
     /// The leader this replica believes in (may be stale by an election).
     pub fn current_leader(&self) -> Option<NodeId> {
         use openraft::type_config::async_runtime::WatchReceiver;
@@ -68,7 +135,14 @@ impl GroupHandle {
                 && preferred != me
                 && matched.is_some_and(|matched| last.saturating_sub(matched) <= max_lag)
         };
-        caught_up && self.raft.trigger().transfer_leader(preferred).await.is_ok()
+        // A quiet group stays where it is: its replicas would not tick to elect the new leader.
+        // Otherwise the group is kept awake for the election that the transfer starts.
+        if !caught_up || self.is_quiet() {
+            return false;
+        }
+        self.activity
+            .hold_until(quiet::clock_ms() + ELECTION_MAX_MS);
+        self.raft.trigger().transfer_leader(preferred).await.is_ok()
     }
 
     /// Raft status for operators: (leader, last applied index).
@@ -95,6 +169,7 @@ pub struct MultiRaft {
     /// Serialises starts and stops so a group is never opened twice.
     lifecycle: Mutex<()>,
     catalog_tx: watch::Sender<Catalog>,
+    liveness: PeerLiveness,
 }
 
 impl MultiRaft {
@@ -131,6 +206,7 @@ impl MultiRaft {
             groups: RwLock::new(HashMap::new()),
             lifecycle: Mutex::new(()),
             catalog_tx,
+            liveness: PeerLiveness::default(),
         }))
     }
 
@@ -246,6 +322,7 @@ impl MultiRaft {
             group,
             raft,
             signals,
+            activity: Arc::new(Activity::new()),
         };
         self.groups
             .write()
@@ -324,6 +401,76 @@ impl MultiRaft {
                 // Retry failed starts now and then even without catalog changes.
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
+        }
+    }
+
+    /// Records a message from `node`'s process `boot`.
+    pub(crate) fn heard_from(&self, node: NodeId, boot: u64) {
+        self.liveness.heard(node, boot);
+    }
+
+    /// Quiets idle groups and wakes quiet ones whose peers went silent, every sweep interval, until
+    /// `shutdown` fires.
+    pub async fn run_quiescence(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut sweeps = tokio::time::interval(quiet::SWEEP_INTERVAL);
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = sweeps.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            self.sweep_quiet_groups();
+        }
+    }
+
+    fn sweep_quiet_groups(&self) {
+        let now = quiet::clock_ms();
+        let mut quiet_groups = 0;
+        for handle in self.groups() {
+            let view = handle.view(self.node_id);
+            match quiet::verdict(&view, &handle.activity, &self.liveness, now) {
+                Verdict::Keep => {}
+                Verdict::Wake => handle.wake("peer"),
+                Verdict::Quiesce => {
+                    if handle.stop_ticking() {
+                        self.tell_followers_quiet(&handle, &view);
+                    }
+                }
+            }
+            quiet_groups += usize::from(handle.is_quiet());
+        }
+        metrics::gauge!("ferry_raft_quiet_groups").set(quiet_groups as f64);
+    }
+
+    /// Sends each follower the leader's [`QuiesceRequest`]; the leader ticks again if one does not
+    /// agree, so that its heartbeats keep that follower from starting an election.
+    fn tell_followers_quiet(&self, handle: &GroupHandle, view: &GroupView) {
+        let Some(last_log_index) = view.last_log_index else {
+            return;
+        };
+        let request = QuiesceRequest {
+            leader: self.node_id,
+            term: view.term,
+            last_log_index,
+        };
+        for (follower, _) in &view.followers {
+            let (router, handle, request, follower) = (
+                self.router.clone(),
+                handle.clone(),
+                request.clone(),
+                *follower,
+            );
+            tokio::spawn(async move {
+                let agreed = router
+                    .quiesce(follower, handle.group, &request)
+                    .await
+                    .unwrap_or(false);
+                if !agreed {
+                    // Not again before another quiet delay.
+                    handle.activity.hold_until(quiet::clock_ms());
+                    handle.wake("refused");
+                }
+            });
         }
     }
 

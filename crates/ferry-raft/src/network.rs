@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::quiet::{self, QuiesceRequest};
 use crate::types::{decode, encode, Snapshot, TypeConfig, Vote};
 
 /// How long to wait for a TCP connection to a peer.
@@ -92,6 +93,14 @@ impl ForwardError {
 #[derive(Clone, Default)]
 pub struct RaftRouter {
     peers: Arc<RwLock<HashMap<NodeId, Peer>>>,
+    sender: Sender,
+}
+
+/// Who stamps the batches: this node, and a number that differs on every start of it.
+#[derive(Clone, Copy, Default)]
+struct Sender {
+    node: NodeId,
+    boot: u64,
 }
 
 #[derive(Clone)]
@@ -137,6 +146,17 @@ struct QueuedCall {
 }
 
 impl RaftRouter {
+    /// A router for the node `node`, whose batches name it (and this start of it) to their receivers.
+    pub fn for_node(node: NodeId) -> Self {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |since| since.as_nanos() as u64);
+        Self {
+            peers: Arc::default(),
+            sender: Sender { node, boot },
+        }
+    }
+
     /// Records (or updates) the gRPC address of a node.
     pub fn set_address(&self, node: NodeId, addr: &str) {
         let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
@@ -157,7 +177,7 @@ impl RaftRouter {
             .max_decoding_message_size(MAX_INTERNAL_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES);
         let (raft_calls, queue) = mpsc::channel(RAFT_CALLS_QUEUED);
-        tokio::spawn(send_raft_batches(client.clone(), queue));
+        tokio::spawn(send_raft_batches(client.clone(), queue, self.sender));
         peers.insert(
             node,
             Peer {
@@ -259,20 +279,54 @@ impl RaftRouter {
             RPCError::Unreachable(Unreachable::from_string(format!("node {target}: {e}")))
         })
     }
+
+    /// Tells `follower` that this node, leading `group`, stopped its tick; true if it stopped too.
+    pub(crate) async fn quiesce(
+        &self,
+        follower: NodeId,
+        group: GroupId,
+        request: &QuiesceRequest,
+    ) -> Result<bool, RPCError<TypeConfig>> {
+        count_sent("quiesce");
+        self.raft_call(
+            follower,
+            group,
+            RaftKind::Quiesce,
+            request,
+            APPEND_TIMEOUT_FLOOR,
+        )
+        .await
+    }
 }
 
 /// The batcher of one peer: takes the calls queued for it, a batch at a time, and sends each batch
 /// as one RPC once one of the in-flight slots is free. Under light load every call leaves at once,
-/// alone; under load the calls of many groups share an RPC.
-async fn send_raft_batches(client: InternalClient<Channel>, mut queue: mpsc::Receiver<QueuedCall>) {
+/// alone; under load the calls of many groups share an RPC. With nothing to send for
+/// [`quiet::PING_INTERVAL`], it sends an empty batch, so the peer keeps hearing from this node.
+async fn send_raft_batches(
+    client: InternalClient<Channel>,
+    mut queue: mpsc::Receiver<QueuedCall>,
+    sender: Sender,
+) {
     let slots = Arc::new(Semaphore::new(RAFT_BATCHES_IN_FLIGHT));
     let mut carried: Option<QueuedCall> = None;
     loop {
         let first = match carried.take() {
             Some(call) => call,
-            None => match queue.recv().await {
-                Some(call) => call,
-                None => return,
+            None => match tokio::time::timeout(quiet::PING_INTERVAL, queue.recv()).await {
+                Ok(Some(call)) => call,
+                Ok(None) => return,
+                Err(_) => {
+                    // Both slots busy means batches are on their way: the peer hears from us.
+                    if let Ok(slot) = slots.clone().try_acquire_owned() {
+                        let client = client.clone();
+                        tokio::spawn(async move {
+                            send_raft_batch(client, Vec::new(), sender).await;
+                            drop(slot);
+                        });
+                    }
+                    continue;
+                }
             },
         };
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -296,15 +350,23 @@ async fn send_raft_batches(client: InternalClient<Channel>, mut queue: mpsc::Rec
         }
         let client = client.clone();
         tokio::spawn(async move {
-            send_raft_batch(client, batch).await;
+            send_raft_batch(client, batch, sender).await;
             drop(slot);
         });
     }
 }
 
 /// Sends one batch and hands every caller its reply (or the RPC's failure).
-async fn send_raft_batch(mut client: InternalClient<Channel>, batch: Vec<QueuedCall>) {
-    count_sent("raft_batch");
+async fn send_raft_batch(
+    mut client: InternalClient<Channel>,
+    batch: Vec<QueuedCall>,
+    sender: Sender,
+) {
+    count_sent(if batch.is_empty() {
+        "ping"
+    } else {
+        "raft_batch"
+    });
     let timeout = batch
         .iter()
         .map(|queued| queued.timeout)
@@ -314,7 +376,11 @@ async fn send_raft_batch(mut client: InternalClient<Channel>, batch: Vec<QueuedC
         .into_iter()
         .map(|queued| (queued.call, queued.reply))
         .unzip();
-    let request = client.raft_batch(RaftBatchRequest { calls });
+    let request = client.raft_batch(RaftBatchRequest {
+        calls,
+        from: sender.node,
+        boot: sender.boot,
+    });
     let replies = match tokio::time::timeout(timeout, request).await {
         Err(_) => Err(tonic::Status::deadline_exceeded(format!(
             "no reply within {timeout:?}"

@@ -12,11 +12,13 @@ use ferry_proto::internal::{
 use ferry_storage::SnapshotWriter;
 use ferry_types::GroupId;
 use futures::future::BoxFuture;
+use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::multi::{GroupHandle, MultiRaft};
 use crate::network::{call_reply, RAFT_BATCH_MAX_CALLS};
+use crate::quiet::QuiesceRequest;
 use crate::types::{decode, encode, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Executes requests another node forwarded to this one as a group's leader. Implemented by the
@@ -47,7 +49,16 @@ impl InternalService {
     /// Runs one Raft call on its group and encodes the group's answer.
     async fn raft_call(&self, call: RaftRequest) -> Result<Bytes, Status> {
         let handle = self.group(call.group)?;
-        let payload = match RaftKind::try_from(call.kind) {
+        let kind = RaftKind::try_from(call.kind);
+        if kind != Ok(RaftKind::Quiesce) {
+            handle.touch();
+        }
+        let payload = match kind {
+            Ok(RaftKind::Quiesce) => {
+                let request: QuiesceRequest = decode(&call.payload).map_err(invalid)?;
+                let agreed = handle.quiesce_as_follower(self.multi.node_id(), &request);
+                encode(&Ok::<bool, RaftError<TypeConfig>>(agreed))
+            }
             Ok(RaftKind::Append) => {
                 let rpc: AppendEntriesRequest<TypeConfig> =
                     decode(&call.payload).map_err(invalid)?;
@@ -84,7 +95,11 @@ impl Internal for InternalService {
         &self,
         request: Request<RaftBatchRequest>,
     ) -> Result<Response<RaftBatchReply>, Status> {
-        let calls = request.into_inner().calls;
+        let request = request.into_inner();
+        if request.from != 0 {
+            self.multi.heard_from(request.from, request.boot);
+        }
+        let calls = request.calls;
         // Every call runs at once: a batch larger than any node sends would only cost memory.
         if calls.len() > RAFT_BATCH_MAX_CALLS {
             return Err(Status::invalid_argument(format!(
@@ -113,6 +128,7 @@ impl Internal for InternalService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let handle = self.group(first.group)?;
+        handle.touch();
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(invalid)?;
         let mut writer = SnapshotWriter::create(self.multi.db(), handle.group)
             .map_err(|e| Status::internal(e.to_string()))?;

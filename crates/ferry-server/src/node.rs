@@ -46,7 +46,7 @@ pub async fn run(
     let multi = MultiRaft::new(
         node,
         db.clone(),
-        RaftRouter::default(),
+        RaftRouter::for_node(config.node_id),
         config.peers.clone(),
         config.snapshot_entries,
     )?;
@@ -91,6 +91,7 @@ pub async fn run(
         .context("starting the catalog group")?;
     let reconciler = tokio::spawn(multi.clone().run_reconciler(stop_rx.clone()));
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping(stop_rx.clone()));
+    let quiescence = tokio::spawn(multi.clone().run_quiescence(stop_rx.clone()));
 
     let state = AdminState {
         multi: multi.clone(),
@@ -143,6 +144,7 @@ pub async fn run(
     let _ = sqs_task.await;
     let _ = reconciler.await;
     let _ = housekeeping.await;
+    let _ = quiescence.await;
     multi.shutdown().await;
     db.close();
     tracing::info!(node, "stopped");
@@ -175,6 +177,8 @@ struct GroupStatus {
     leader: Option<u64>,
     is_leader: bool,
     last_applied: Option<u64>,
+    /// Idle: not ticking until a proposal, a Raft call or a silent peer wakes it.
+    quiet: bool,
 }
 
 /// Every Raft group on this node with its leader and progress, for operators and tests.
@@ -197,6 +201,7 @@ async fn debug_groups(State(state): State<AdminState>) -> Json<Vec<GroupStatus>>
                 leader,
                 is_leader: leader == Some(state.multi.node_id()),
                 last_applied,
+                quiet: handle.is_quiet(),
             }
         })
         .collect();

@@ -1,0 +1,352 @@
+//! Quiet groups: an idle group stops ticking, so a node with a thousand idle queues does not spend
+//! its CPU on a thousand election timers and heartbeats.
+//!
+//! openraft ticks every group at 13/64 of the heartbeat interval and its leader heartbeats every
+//! follower; with 1,100 groups that kept the three nodes of one machine at a whole core between them
+//! while doing nothing. Multi-raft systems quiesce idle groups instead, and so does Ferry:
+//!
+//! - A leader whose group has had no proposal for [`QUIET_AFTER`], whose followers all hold its
+//!   whole log and whose follower nodes it hears from, stops its tick and tells each follower
+//!   (a `Quiesce` call); a follower that still follows it with the same log stops its tick too.
+//! - Each node pings every peer it has sent nothing to for [`PING_INTERVAL`], so it knows which peers
+//!   it hears from even when no group is busy ([`PeerLiveness`]). That one failure detector per
+//!   node pair stands in for the election timers of the quiet groups.
+//! - A quiet group ticks again on any proposal or Raft call it receives, and when the sweep finds
+//!   that the node it follows, or a node that follows it, has gone silent for [`SILENCE_TIMEOUT`] or
+//!   restarted since the group went quiet. A follower woken that way has heard nothing for long, so
+//!   its first tick starts an election.
+//!
+//! Raft's safety never depends on timers, only its progress does; the cost of a wrong guess here is
+//! an election, or a failover slower by up to [`SILENCE_TIMEOUT`] plus one sweep.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ferry_types::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// A group with no proposal for this long may go quiet.
+pub(crate) const QUIET_AFTER: Duration = Duration::from_secs(3);
+/// How often a node looks for groups to quiet or wake.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+/// A peer not heard from for this long is taken for down (the shortest election timeout).
+pub(crate) const SILENCE_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// A node sends a peer an empty batch after this long without sending it anything.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Milliseconds on this process's monotonic clock, from 1 (0 means "never" below).
+pub(crate) fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Whether a group ticks, and when it last did something.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    last_active_ms: AtomicU64,
+    /// When the group went quiet; 0 while it ticks.
+    quiet_since_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            last_active_ms: AtomicU64::new(clock_ms()),
+            quiet_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records activity; true if the group was quiet and must tick again.
+    pub(crate) fn touch(&self) -> bool {
+        self.hold_until(clock_ms());
+        self.quiet_since_ms.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Keeps the group from going quiet until `QUIET_AFTER` past `until_ms`.
+    pub(crate) fn hold_until(&self, until_ms: u64) {
+        self.last_active_ms.fetch_max(until_ms, Ordering::AcqRel);
+    }
+
+    pub(crate) fn quiet_since(&self) -> Option<u64> {
+        Some(self.quiet_since_ms.load(Ordering::Acquire)).filter(|&at| at != 0)
+    }
+
+    pub(crate) fn idle_for(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.last_active_ms.load(Ordering::Acquire)))
+    }
+
+    /// Marks the group quiet as of `now_ms`. The caller stops the tick next and then calls
+    /// [`Activity::still_quiet`]: a touch in between may have re-enabled the tick before the stop.
+    pub(crate) fn begin_quiet(&self, now_ms: u64) {
+        self.quiet_since_ms.store(now_ms, Ordering::Release);
+    }
+
+    /// After the tick was stopped: false if the group was touched meanwhile (the caller must make
+    /// it tick again).
+    pub(crate) fn still_quiet(&self, since_ms: u64) -> bool {
+        self.quiet_since_ms.load(Ordering::Acquire) == since_ms
+            && self.last_active_ms.load(Ordering::Acquire) < since_ms
+    }
+
+    /// Marks the group ticking; true if it was quiet.
+    pub(crate) fn end_quiet(&self) -> bool {
+        self.quiet_since_ms.swap(0, Ordering::AcqRel) != 0
+    }
+}
+
+/// When this node last heard from each peer, and since when from the peer's current process.
+#[derive(Debug, Default)]
+pub(crate) struct PeerLiveness {
+    peers: Mutex<HashMap<NodeId, Heard>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    last_ms: u64,
+    boot: u64,
+    /// When the first message of this boot arrived.
+    boot_seen_ms: u64,
+}
+
+impl PeerLiveness {
+    pub(crate) fn heard(&self, node: NodeId, boot: u64) {
+        self.heard_at(node, boot, clock_ms());
+    }
+
+    fn heard_at(&self, node: NodeId, boot: u64, now: u64) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let heard = peers.entry(node).or_insert(Heard {
+            last_ms: now,
+            boot,
+            boot_seen_ms: now,
+        });
+        heard.last_ms = now;
+        if heard.boot != boot {
+            heard.boot = boot;
+            heard.boot_seen_ms = now;
+        }
+    }
+
+    /// Whether `node` was heard within [`SILENCE_TIMEOUT`] of `now_ms` and has not restarted since
+    /// `since_ms`.
+    pub(crate) fn steady(&self, node: NodeId, now_ms: u64, since_ms: u64) -> bool {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(&node).is_some_and(|heard| {
+            now_ms.saturating_sub(heard.last_ms) < SILENCE_TIMEOUT.as_millis() as u64
+                && heard.boot_seen_ms <= since_ms
+        })
+    }
+}
+
+/// What a replica knows of its group, read from openraft's metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GroupView {
+    pub me: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    /// On a leader: each follower's matched log index.
+    pub followers: Vec<(NodeId, Option<u64>)>,
+}
+
+/// The sweep's verdict on one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Keep,
+    /// Stop ticking and tell the followers.
+    Quiesce,
+    /// Tick again: a peer it depends on went silent or restarted.
+    Wake,
+}
+
+/// Decides whether a group goes quiet or wakes, at `now_ms`.
+pub(crate) fn verdict(
+    view: &GroupView,
+    activity: &Activity,
+    liveness: &PeerLiveness,
+    now_ms: u64,
+) -> Verdict {
+    let leading = view.leader == Some(view.me);
+    match activity.quiet_since() {
+        Some(since) => {
+            let peers_steady = if leading {
+                view.followers
+                    .iter()
+                    .all(|(node, _)| liveness.steady(*node, now_ms, since))
+            } else {
+                view.leader
+                    .is_some_and(|leader| liveness.steady(leader, now_ms, since))
+            };
+            if peers_steady {
+                Verdict::Keep
+            } else {
+                Verdict::Wake
+            }
+        }
+        None => {
+            let settled = leading
+                && activity.idle_for(now_ms) >= QUIET_AFTER
+                && view.last_log_index.is_some()
+                && view.last_applied_index == view.last_log_index
+                && !view.followers.is_empty()
+                && view.followers.iter().all(|(node, matched)| {
+                    *matched == view.last_log_index && liveness.steady(*node, now_ms, now_ms)
+                });
+            if settled {
+                Verdict::Quiesce
+            } else {
+                Verdict::Keep
+            }
+        }
+    }
+}
+
+/// The leader's word that a group went quiet: a follower stops ticking only if it still follows
+/// that leader in that term and holds the same log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct QuiesceRequest {
+    pub leader: NodeId,
+    pub term: u64,
+    pub last_log_index: u64,
+}
+
+impl QuiesceRequest {
+    pub(crate) fn accepted_by(&self, follower: &GroupView) -> bool {
+        follower.leader == Some(self.leader)
+            && follower.leader != Some(follower.me)
+            && follower.term == self.term
+            && follower.last_log_index == Some(self.last_log_index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test times, in ms on the process clock: peers are heard at `HEARD`, the group was last
+    /// active at `ACTIVE`, and `NOW` is past the quiet delay.
+    const ACTIVE: u64 = 1_000;
+    const HEARD: u64 = 10_000;
+    const NOW: u64 = HEARD + 100;
+
+    fn leader_view(matched: Option<u64>) -> GroupView {
+        GroupView {
+            me: 1,
+            leader: Some(1),
+            term: 4,
+            last_log_index: Some(10),
+            last_applied_index: Some(10),
+            followers: vec![(2, Some(10)), (3, matched)],
+        }
+    }
+
+    fn follower_view() -> GroupView {
+        GroupView {
+            me: 2,
+            followers: Vec::new(),
+            ..leader_view(Some(10))
+        }
+    }
+
+    fn idle_activity() -> Activity {
+        let activity = Activity::new();
+        activity.last_active_ms.store(ACTIVE, Ordering::Release);
+        activity
+    }
+
+    fn live_peers() -> PeerLiveness {
+        let liveness = PeerLiveness::default();
+        for node in [1, 2, 3] {
+            liveness.heard_at(node, 7, 1);
+            liveness.heard_at(node, 7, HEARD);
+        }
+        liveness
+    }
+
+    #[test]
+    fn an_idle_leader_with_every_follower_caught_up_goes_quiet() {
+        let liveness = live_peers();
+        let activity = idle_activity();
+        let judge = |view: &GroupView| verdict(view, &activity, &liveness, NOW);
+        assert_eq!(judge(&leader_view(Some(10))), Verdict::Quiesce);
+        // A follower behind, or one never heard of: keep ticking (heartbeats carry it along).
+        assert_eq!(judge(&leader_view(Some(9))), Verdict::Keep);
+        assert_eq!(judge(&leader_view(None)), Verdict::Keep);
+        let mut stranger = leader_view(Some(10));
+        stranger.followers.push((4, Some(10)));
+        assert_eq!(judge(&stranger), Verdict::Keep);
+        // A follower never decides on its own.
+        assert_eq!(judge(&follower_view()), Verdict::Keep);
+        // A recent proposal keeps the leader ticking.
+        activity.hold_until(NOW - 1);
+        assert_eq!(judge(&leader_view(Some(10))), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_quiet_group_wakes_when_a_peer_it_depends_on_goes_silent_or_restarts() {
+        let liveness = live_peers();
+        let activity = idle_activity();
+        activity.begin_quiet(HEARD - 1);
+        let judge = |view: &GroupView, now: u64| verdict(view, &activity, &liveness, now);
+        assert_eq!(judge(&follower_view(), NOW), Verdict::Keep);
+        assert_eq!(judge(&leader_view(Some(10)), NOW), Verdict::Keep);
+        // Silent for the timeout.
+        let silent = HEARD + SILENCE_TIMEOUT.as_millis() as u64;
+        assert_eq!(judge(&follower_view(), silent), Verdict::Wake);
+        assert_eq!(judge(&leader_view(Some(10)), silent), Verdict::Wake);
+        // No leader known.
+        let leaderless = GroupView {
+            leader: None,
+            ..follower_view()
+        };
+        assert_eq!(judge(&leaderless, NOW), Verdict::Wake);
+        // The leader restarted after the group went quiet: heard again, but from a new process.
+        liveness.heard_at(1, 8, NOW);
+        assert_eq!(judge(&follower_view(), NOW), Verdict::Wake);
+        // A follower node restarted: its leader wakes so that heartbeats reach the new process.
+        liveness.heard_at(3, 8, NOW);
+        assert_eq!(judge(&leader_view(Some(10)), NOW), Verdict::Wake);
+    }
+
+    #[test]
+    fn a_touch_between_quieting_and_stopping_the_tick_is_not_lost() {
+        let activity = idle_activity();
+        let since = ACTIVE + 1;
+        activity.begin_quiet(since);
+        assert!(activity.still_quiet(since));
+        // A proposal arrives after the mark, before the sweep stopped the tick.
+        assert!(activity.touch());
+        assert!(!activity.still_quiet(since));
+        assert!(!activity.end_quiet());
+    }
+
+    #[test]
+    fn a_follower_quiesces_only_for_its_leader_in_its_term_with_the_same_log() {
+        let request = QuiesceRequest {
+            leader: 1,
+            term: 4,
+            last_log_index: 10,
+        };
+        assert!(request.accepted_by(&follower_view()));
+        for stale in [
+            QuiesceRequest {
+                leader: 3,
+                ..request.clone()
+            },
+            QuiesceRequest {
+                term: 3,
+                ..request.clone()
+            },
+            QuiesceRequest {
+                last_log_index: 11,
+                ..request.clone()
+            },
+        ] {
+            assert!(!stale.accepted_by(&follower_view()));
+        }
+        assert!(!request.accepted_by(&leader_view(Some(10))));
+    }
+}
