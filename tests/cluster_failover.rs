@@ -401,6 +401,29 @@ async fn quiet_groups_wake_for_requests_and_after_a_leader_crash() {
         .await
         .expect("a quiet group keeps its leader");
 
+    // An admin read is a ReadIndex barrier on the catalog leader, whose heartbeats wake the
+    // catalog's followers: the leader must tick again too, or they would stop hearing from it and
+    // start an election.
+    let catalog_leader = cluster
+        .leader_of(0)
+        .await
+        .expect("the catalog has a leader");
+    let asker = if catalog_leader == 1 { 2 } else { 1 };
+    cluster
+        .client(asker)
+        .get_queue(ferry_proto::v1::GetQueueRequest {
+            queue_name: QUEUE.into(),
+        })
+        .await
+        .expect("an admin read of the queue");
+    let catalog = cluster.groups(catalog_leader).await;
+    assert!(
+        catalog
+            .iter()
+            .any(|g| g.group == 0 && g.is_leader && !g.quiet),
+        "the catalog leader still quiet after a read barrier: {catalog:?}"
+    );
+
     // A request on a node that does not lead the partition wakes it and is served.
     let other = if leader == 1 { 2 } else { 1 };
     let mut other_client = cluster.client(other);

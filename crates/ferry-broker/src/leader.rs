@@ -125,6 +125,9 @@ impl LocalLeader {
 
     /// The catalog as of everything committed before this call (a ReadIndex barrier on the leader).
     async fn read_catalog(&self, handle: &GroupHandle) -> Result<ferry_raft::Catalog, ExecError> {
+        // The barrier's heartbeats wake a quiet group's followers, so its leader must tick again
+        // too, or they would stop hearing from it and start an election.
+        handle.touch();
         handle
             .raft
             .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)

@@ -309,6 +309,8 @@ async fn send_raft_batches(
     sender: Sender,
 ) {
     let slots = Arc::new(Semaphore::new(RAFT_BATCHES_IN_FLIGHT));
+    // Pings take no batch slot (a slow peer must not hold up calls behind them), one at a time.
+    let ping_slot = Arc::new(Semaphore::new(1));
     let mut carried: Option<QueuedCall> = None;
     loop {
         let first = match carried.take() {
@@ -317,8 +319,7 @@ async fn send_raft_batches(
                 Ok(Some(call)) => call,
                 Ok(None) => return,
                 Err(_) => {
-                    // Both slots busy means batches are on their way: the peer hears from us.
-                    if let Ok(slot) = slots.clone().try_acquire_owned() {
+                    if let Ok(slot) = ping_slot.clone().try_acquire_owned() {
                         let client = client.clone();
                         tokio::spawn(async move {
                             send_raft_batch(client, Vec::new(), sender).await;
