@@ -49,8 +49,14 @@ impl GroupHandle {
     /// Records a proposal or an incoming Raft call; a quiet group ticks again.
     pub fn touch(&self) {
         if self.activity.touch() {
-            self.raft.runtime_config().tick(true);
-            metrics::counter!("ferry_raft_group_wakes_total", "reason" => "activity").increment(1);
+            self.resume_ticking("activity");
+        }
+    }
+
+    /// Records a heartbeat from the leader: a touch, unless it may predate the group's quiet.
+    pub(crate) fn heard_heartbeat(&self) {
+        if self.activity.heartbeat(quiet::clock_ms()) {
+            self.resume_ticking("activity");
         }
     }
 
@@ -101,9 +107,13 @@ impl GroupHandle {
 
     fn wake(&self, reason: &'static str) {
         if self.activity.end_quiet() {
-            self.raft.runtime_config().tick(true);
-            metrics::counter!("ferry_raft_group_wakes_total", "reason" => reason).increment(1);
+            self.resume_ticking(reason);
         }
+    }
+
+    fn resume_ticking(&self, reason: &'static str) {
+        self.raft.runtime_config().tick(true);
+        metrics::counter!("ferry_raft_group_wakes_total", "reason" => reason).increment(1);
     }
 
     /// A follower's answer to its leader's [`QuiesceRequest`]: stops ticking if it agrees.

@@ -35,6 +35,10 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 pub(crate) const SILENCE_TIMEOUT: Duration = Duration::from_millis(1_500);
 /// A node sends a peer an empty batch after this long without sending it anything.
 pub(crate) const PING_INTERVAL: Duration = Duration::from_millis(300);
+/// A heartbeat this soon after a follower went quiet may have left its leader before the leader
+/// stopped ticking: it does not wake the follower, which would then hear nothing more and start an
+/// election. (Appends with entries and votes always wake it.)
+const STALE_HEARTBEAT_WINDOW: Duration = Duration::from_millis(500);
 
 /// Milliseconds on this process's monotonic clock, from 1 (0 means "never" below).
 pub(crate) fn clock_ms() -> u64 {
@@ -62,6 +66,19 @@ impl Activity {
     pub(crate) fn touch(&self) -> bool {
         self.hold_until(clock_ms());
         self.quiet_since_ms.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Records a heartbeat at `now_ms`: a touch, except just after the group went quiet (see
+    /// [`STALE_HEARTBEAT_WINDOW`]); true if the group must tick again.
+    pub(crate) fn heartbeat(&self, now_ms: u64) -> bool {
+        match self.quiet_since() {
+            Some(since)
+                if now_ms.saturating_sub(since) < STALE_HEARTBEAT_WINDOW.as_millis() as u64 =>
+            {
+                false
+            }
+            _ => self.touch(),
+        }
     }
 
     /// Keeps the group from going quiet until `QUIET_AFTER` past `until_ms`.
@@ -321,6 +338,19 @@ mod tests {
         assert!(activity.touch());
         assert!(!activity.still_quiet(since));
         assert!(!activity.end_quiet());
+    }
+
+    #[test]
+    fn a_heartbeat_sent_before_the_leader_stopped_does_not_wake_a_follower() {
+        let activity = idle_activity();
+        activity.begin_quiet(HEARD);
+        assert!(!activity.heartbeat(HEARD + 100));
+        assert_eq!(activity.quiet_since(), Some(HEARD));
+        // Later, a heartbeat means the leader ticks again.
+        assert!(activity.heartbeat(HEARD + STALE_HEARTBEAT_WINDOW.as_millis() as u64));
+        assert_eq!(activity.quiet_since(), None);
+        // A ticking group only records it.
+        assert!(!activity.heartbeat(NOW));
     }
 
     #[test]

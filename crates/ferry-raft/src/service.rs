@@ -50,7 +50,7 @@ impl InternalService {
     async fn raft_call(&self, call: RaftRequest) -> Result<Bytes, Status> {
         let handle = self.group(call.group)?;
         let kind = RaftKind::try_from(call.kind);
-        if kind != Ok(RaftKind::Quiesce) {
+        if matches!(kind, Ok(RaftKind::Vote | RaftKind::PreVote)) {
             handle.touch();
         }
         let payload = match kind {
@@ -62,6 +62,11 @@ impl InternalService {
             Ok(RaftKind::Append) => {
                 let rpc: AppendEntriesRequest<TypeConfig> =
                     decode(&call.payload).map_err(invalid)?;
+                if rpc.entries.is_empty() {
+                    handle.heard_heartbeat();
+                } else {
+                    handle.touch();
+                }
                 encode(&handle.raft.append_entries(rpc).await)
             }
             Ok(RaftKind::Vote) => {
