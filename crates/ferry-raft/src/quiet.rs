@@ -11,9 +11,9 @@
 //! - Each node pings every peer it has sent nothing to for [`PING_INTERVAL`], so it knows which peers
 //!   it hears from even when no group is busy ([`PeerLiveness`]). That one failure detector per
 //!   node pair stands in for the election timers of the quiet groups.
-//! - A quiet group ticks again on any proposal or Raft call it receives, and when the sweep finds
-//!   that the node it follows, or a node that follows it, has gone silent for [`SILENCE_TIMEOUT`] or
-//!   restarted since the group went quiet. A follower woken that way has heard nothing for long, so
+//! - A quiet group ticks again on any proposal, read barrier or Raft call it receives (but see
+//!   [`STALE_HEARTBEAT_WINDOW`]), and when the sweep finds that the node it follows, or a node that
+//!   follows it, has gone silent for [`SILENCE_TIMEOUT`] or restarted since the group went quiet. A follower woken that way has heard nothing for long, so
 //!   its first tick starts an election.
 //!
 //! Raft's safety never depends on timers, only its progress does; the cost of a wrong guess here is
