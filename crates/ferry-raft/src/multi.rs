@@ -91,15 +91,15 @@ impl GroupHandle {
         }
     }
 
-    /// Stops the tick, unless a touch came in meanwhile; true if the group is now quiet.
-    fn stop_ticking(&self) -> bool {
-        let since = quiet::clock_ms();
-        self.activity.begin_quiet(since);
+    /// Stops the tick of a group found idle at `decided_ms`, unless a touch came in since; true if
+    /// the group is now quiet.
+    fn stop_ticking(&self, decided_ms: u64) -> bool {
+        self.activity.begin_quiet(decided_ms);
         self.raft.runtime_config().tick(false);
-        if self.activity.still_quiet(since) {
+        if self.activity.still_quiet(decided_ms) {
             return true;
         }
-        // Touched between the mark and the stop: the touch's restart may have come first.
+        // Touched since the decision: the touch may have restarted the tick before this stop.
         self.activity.end_quiet();
         self.raft.runtime_config().tick(true);
         false
@@ -118,7 +118,7 @@ impl GroupHandle {
 
     /// A follower's answer to its leader's [`QuiesceRequest`]: stops ticking if it agrees.
     pub(crate) fn quiesce_as_follower(&self, me: NodeId, request: &QuiesceRequest) -> bool {
-        request.accepted_by(&self.view(me)) && self.stop_ticking()
+        request.accepted_by(&self.view(me)) && self.stop_ticking(quiet::clock_ms())
     }
 
     /// The leader this replica believes in (may be stale by an election).
@@ -442,7 +442,7 @@ impl MultiRaft {
                 Verdict::Keep => {}
                 Verdict::Wake => handle.wake("peer"),
                 Verdict::Quiesce => {
-                    if handle.stop_ticking() {
+                    if handle.stop_ticking(now) {
                         self.tell_followers_quiet(&handle, &view);
                     }
                 }

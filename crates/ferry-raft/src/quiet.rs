@@ -65,7 +65,7 @@ impl Activity {
     /// Records activity; true if the group was quiet and must tick again.
     pub(crate) fn touch(&self) -> bool {
         self.hold_until(clock_ms());
-        self.quiet_since_ms.swap(0, Ordering::AcqRel) != 0
+        self.end_quiet()
     }
 
     /// Records a heartbeat at `now_ms`: a touch, except just after the group went quiet (see
@@ -94,14 +94,15 @@ impl Activity {
         Duration::from_millis(now_ms.saturating_sub(self.last_active_ms.load(Ordering::Acquire)))
     }
 
-    /// Marks the group quiet as of `now_ms`. The caller stops the tick next and then calls
-    /// [`Activity::still_quiet`]: a touch in between may have re-enabled the tick before the stop.
-    pub(crate) fn begin_quiet(&self, now_ms: u64) {
-        self.quiet_since_ms.store(now_ms, Ordering::Release);
+    /// Marks the group quiet as of `decided_ms`, when it was found idle. The caller stops the tick
+    /// next and then calls [`Activity::still_quiet`]: a touch in between may have re-enabled the
+    /// tick before the stop.
+    pub(crate) fn begin_quiet(&self, decided_ms: u64) {
+        self.quiet_since_ms.store(decided_ms, Ordering::Release);
     }
 
-    /// After the tick was stopped: false if the group was touched meanwhile (the caller must make
-    /// it tick again).
+    /// After the tick was stopped: false if the group was touched since the decision (the caller
+    /// must make it tick again).
     pub(crate) fn still_quiet(&self, since_ms: u64) -> bool {
         self.quiet_since_ms.load(Ordering::Acquire) == since_ms
             && self.last_active_ms.load(Ordering::Acquire) < since_ms
@@ -338,6 +339,16 @@ mod tests {
         assert!(activity.touch());
         assert!(!activity.still_quiet(since));
         assert!(!activity.end_quiet());
+    }
+
+    #[test]
+    fn a_touch_after_the_sweep_found_the_group_idle_keeps_it_ticking() {
+        let activity = idle_activity();
+        let decided = NOW;
+        // A proposal lands after the verdict and before the sweep marks the group.
+        activity.hold_until(decided + 5);
+        activity.begin_quiet(decided);
+        assert!(!activity.still_quiet(decided));
     }
 
     #[test]
