@@ -382,7 +382,9 @@ fn receive_messages<S: StateStore>(
         tx.update(seq, old_visible_at, record.clone())?;
         received.push((seq, record));
     }
-    if let Some(attempt_id) = &receive.attempt_id {
+    // An attempt that took nothing is not remembered: its retries (a long poll retries as it
+    // waits) then take what arrived since, instead of the empty answer for the whole window.
+    if let Some(attempt_id) = receive.attempt_id.as_ref().filter(|_| !received.is_empty()) {
         let expires_at = ctx.now_ms + DEDUP_WINDOW_MS;
         let attempt = Attempt {
             handles: received

@@ -179,6 +179,23 @@ fn a_retried_attempt_returns_the_same_messages_and_handles() {
     );
 }
 
+/// An attempt that took nothing is not remembered: a long poll retries its attempt id as it waits,
+/// and must get the messages that arrive meanwhile, not the empty answer again for five minutes.
+#[test]
+fn an_attempt_that_took_nothing_takes_what_arrives_later() {
+    let mut p = Partition::new();
+    assert!(p.receive(10, true, None, Some("attempt-1")).is_empty());
+    p.send(Some("g"), "m1", None);
+    let later = p.receive(10, true, None, Some("attempt-1"));
+    assert_eq!(bodies(&later), ["m1"]);
+    let retry = p.receive(10, true, None, Some("attempt-1"));
+    assert_eq!(
+        retry.iter().map(|r| (r.seq, r.token)).collect::<Vec<_>>(),
+        later.iter().map(|r| (r.seq, r.token)).collect::<Vec<_>>(),
+        "the attempt that took a message is remembered"
+    );
+}
+
 #[test]
 fn a_message_past_its_receive_limit_is_dead_lettered_once() {
     let mut p = Partition::new();
