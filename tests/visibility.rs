@@ -303,6 +303,83 @@ async fn a_send_to_many_long_polls_costs_about_one_receive_round() {
     );
 }
 
+/// Messages sent concurrently to a 4-partition queue while consumers long-poll it.
+const RACE_MESSAGES: usize = 800;
+const RACE_SENDERS: usize = 8;
+const RACE_POLLERS_PER_NODE: u64 = 4;
+/// Far longer than the test: a message taken for a poll that never reached its caller stays
+/// invisible and is missed, instead of coming back.
+const RACE_VISIBILITY: &str = "300";
+const RACE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A long poll waits on every partition at once and answers with the first that has messages; the
+/// others must not take messages it then drops. (They did: when two partitions' receives finished
+/// together, the second one's messages stayed in flight, unseen, for the visibility timeout — about
+/// 4% of messages at 1,000 sends a second.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_over_many_partitions_lose_no_message_in_flight() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let queue = "poll-race";
+    let mut admin = cluster.client(1);
+    create(
+        &mut admin,
+        queue,
+        HashMap::from([("VisibilityTimeout".to_string(), RACE_VISIBILITY.to_string())]),
+    )
+    .await;
+
+    let received = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let mut pollers = Vec::new();
+    for node in cluster.node_ids() {
+        for _ in 0..RACE_POLLERS_PER_NODE {
+            let mut client = cluster.client(node);
+            let received = received.clone();
+            pollers.push(tokio::spawn(async move {
+                let started = Instant::now();
+                while received.lock().unwrap().len() < RACE_MESSAGES
+                    && started.elapsed() < RACE_TIMEOUT
+                {
+                    if let Ok(messages) = common::receive_and_delete(&mut client, queue, 1).await {
+                        let mut received = received.lock().unwrap();
+                        received.extend(messages.into_iter().map(|m| m.body));
+                    }
+                }
+            }));
+        }
+    }
+    let mut senders = Vec::new();
+    for sender in 0..RACE_SENDERS {
+        let mut client = cluster.client(1 + sender as u64 % 3);
+        senders.push(tokio::spawn(async move {
+            for i in (sender..RACE_MESSAGES).step_by(RACE_SENDERS) {
+                send(&mut client, queue, &format!("race {i}"), None).await;
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.expect("sender task");
+    }
+    // The pollers stop once they have every message, or at the deadline.
+    for poller in pollers {
+        poller.await.expect("poller task");
+    }
+    let received = received.lock().unwrap().len();
+    let counts = admin
+        .get_queue_attributes(GetQueueAttributesRequest {
+            queue_name: queue.to_string(),
+            attribute_names: vec!["All".to_string()],
+        })
+        .await
+        .expect("queue attributes")
+        .into_inner()
+        .attributes;
+    assert_eq!(
+        received,
+        RACE_MESSAGES,
+        "consumers got {received} of {RACE_MESSAGES} messages within {RACE_TIMEOUT:?}; queue: {counts:?}"
+    );
+}
+
 /// Like [`receive_one`], but an error (a poll cut short) is no message.
 async fn try_receive_one(
     client: &mut FerryClient<Channel>,

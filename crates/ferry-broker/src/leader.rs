@@ -447,8 +447,18 @@ pub(crate) fn next_wake<S: ferry_queue::StateStore + ?Sized>(
 
 /// Makes messages received for a caller that has gone visible again at once.
 async fn release(handle: &GroupHandle, messages: &[ferry_queue::ReceivedMessage]) {
+    let body = CommandBody::Queue(release_command(messages));
+    if let Err(error) = propose(handle, body).await {
+        tracing::debug!(group = %handle.group, ?error, "releasing messages of an abandoned receive failed; they reappear after their timeout");
+    }
+}
+
+/// The command that makes received messages visible again at once.
+pub(crate) fn release_command<'a>(
+    messages: impl IntoIterator<Item = &'a ferry_queue::ReceivedMessage>,
+) -> QueueCommand {
     let changes = messages
-        .iter()
+        .into_iter()
         .map(|m| VisibilityChange {
             handle: HandleRef {
                 seq: m.seq,
@@ -457,8 +467,5 @@ async fn release(handle: &GroupHandle, messages: &[ferry_queue::ReceivedMessage]
             visibility_timeout_s: 0,
         })
         .collect();
-    let body = CommandBody::Queue(QueueCommand::ChangeVisibility { changes });
-    if let Err(error) = propose(handle, body).await {
-        tracing::debug!(group = %handle.group, ?error, "releasing messages of an abandoned receive failed; they reappear after their timeout");
-    }
+    QueueCommand::ChangeVisibility { changes }
 }

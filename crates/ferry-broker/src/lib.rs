@@ -44,7 +44,7 @@ use attributes::{
     DELAY_SECONDS, MAXIMUM_MESSAGE_SIZE, MESSAGE_RETENTION_PERIOD, RECEIVE_WAIT_TIME,
     VISIBILITY_TIMEOUT,
 };
-use leader::{next_wake, wall_clock_ms, LocalLeader};
+use leader::{next_wake, release_command, wall_clock_ms, LocalLeader};
 use request::{GroupReply, GroupRequest};
 use routing::Router;
 use validate::{
@@ -752,34 +752,62 @@ impl Broker {
                 last_error.unwrap_or_else(|| FerryError::unavailable("no partition answered"))
             );
         }
-        // Nothing yet: long-poll every partition at once and take the first that has messages.
+        // Nothing yet: long-poll every partition at once. The first to take messages stops the
+        // others' waiting, but every poll runs to its end: one dropped after its partition handed
+        // it messages would leave them in flight, seen by no one, for the visibility timeout.
         if received.is_empty() && wait_seconds > 0 {
             let wait_ms = u64::from(wait_seconds) * 1000;
+            let (stop, stopped) = watch::channel(false);
             let mut polls: FuturesUnordered<_> = order
                 .iter()
                 .map(|partition| {
                     let command = template.clone();
+                    let stopped = stopped.clone();
                     async move {
-                        (
-                            partition.group,
-                            self.long_poll(partition, command, wait_ms).await,
-                        )
+                        let result = self.long_poll(partition, command, wait_ms, stopped).await;
+                        (*partition, result)
                     }
                 })
                 .collect();
-            while let Some((group, result)) = polls.next().await {
-                if let Ok(messages) = result {
-                    if !messages.is_empty() {
-                        received.extend(messages.into_iter().map(|m| (group, m)));
-                        break;
+            let mut surplus = Vec::new();
+            while let Some((partition, result)) = polls.next().await {
+                let Ok(messages) = result else { continue };
+                if !messages.is_empty() {
+                    stop.send_replace(true);
+                }
+                for message in messages {
+                    if received.len() < max as usize {
+                        received.push((partition.group, message));
+                    } else {
+                        surplus.push((partition, message));
                     }
                 }
             }
+            self.release(surplus).await;
         }
         Ok(received
             .into_iter()
             .map(|(group, message)| self.present(&queue, group, message, &input))
             .collect())
+    }
+
+    /// Makes messages that two partitions' polls took at once, beyond what the caller asked for,
+    /// receivable again now.
+    async fn release(&self, messages: Vec<(&Partition, ferry_queue::ReceivedMessage)>) {
+        let mut by_partition: HashMap<GroupId, (&Partition, Vec<ferry_queue::ReceivedMessage>)> =
+            HashMap::new();
+        for (partition, message) in messages {
+            by_partition
+                .entry(partition.group)
+                .or_insert_with(|| (partition, Vec::new()))
+                .1
+                .push(message);
+        }
+        for (partition, messages) in by_partition.into_values() {
+            if let Err(error) = self.apply(partition, release_command(&messages)).await {
+                tracing::debug!(group = %partition.group, %error, "releasing surplus messages failed; they reappear after their timeout");
+            }
+        }
     }
 
     /// The queue's partition indexes in the order to try them: those this node leads first, each
@@ -802,28 +830,39 @@ impl Broker {
         local
     }
 
-    /// Long-polls one partition. Where this node follows it, the wait is on this node's replica,
-    /// which applies what the leader commits about one append later; the leader is asked only once
-    /// the replica shows something to take, so a waiting receive costs no network call. Elsewhere
-    /// (this node leads the partition, hosts no replica, or the receive retries an attempt) the
-    /// leader runs the long poll.
+    /// Long-polls one partition until it takes messages, the wait is over, or `stopped` turns true
+    /// (another partition answered the caller). Where this node hosts a replica, the wait is on it
+    /// (a follower applies what the leader commits about one append later) and the leader is asked
+    /// only once the replica shows something to take, so a waiting receive costs no network call
+    /// and stopping it takes nothing. (A retried receive attempt got its earlier messages back in
+    /// the caller's first sweep.) Where it hosts none, the leader runs the long poll, and stopping
+    /// drops that call: messages the leader took in that instant stay in flight until their
+    /// visibility timeout.
     async fn long_poll(
         &self,
         partition: &Partition,
         command: ReceiveCommand,
         wait_ms: u64,
+        mut stopped: watch::Receiver<bool>,
     ) -> Result<Vec<ferry_queue::ReceivedMessage>, FerryError> {
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        let stop = async |stopped: &mut watch::Receiver<bool>| {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        };
         loop {
-            let replica = match self.router.follower_replica(partition.group) {
-                Some(replica) if command.attempt_id.is_none() => replica,
-                _ => {
+            let replica = match self.multi.group(partition.group) {
+                Some(replica) => replica,
+                None => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    return self
-                        .receive_from(partition, command, left.as_millis() as u64)
-                        .await;
+                    return tokio::select! {
+                        taken = self.receive_from(partition, command, left.as_millis() as u64) => taken,
+                        _ = stop(&mut stopped) => Ok(Vec::new()),
+                    };
                 }
             };
+            if *stopped.borrow() {
+                return Ok(Vec::new());
+            }
             // Registered before the check, so an apply during the check or the call still wakes us.
             let applied = replica.signals.applied.notified();
             tokio::pin!(applied);
@@ -839,10 +878,12 @@ impl Broker {
             )
             .map_err(internal)?
             {
-                // One poll per node asks (a send wakes every poll of the partition on every node);
-                // the others look again at the next apply, or as soon as this one got messages, in
-                // case there are more.
-                if let Ok(turn) = replica.signals.leader_ask.try_lock() {
+                // On a follower one poll per node asks (a send wakes every poll of the partition on
+                // every node); the others look again at the next apply, or as soon as this one got
+                // messages, in case there are more. On the leader the receives merge into one round.
+                let leads = replica.current_leader() == Some(self.multi.node_id());
+                let turn = (!leads).then(|| replica.signals.leader_ask.try_lock());
+                if !matches!(turn, Some(Err(_))) {
                     let taken = self.receive_from(partition, command.clone(), 0).await;
                     drop(turn);
                     let taken = taken?;
@@ -860,6 +901,7 @@ impl Broker {
             tokio::select! {
                 _ = &mut applied => {}
                 _ = tokio::time::sleep_until(wake) => {}
+                _ = stop(&mut stopped) => return Ok(Vec::new()),
             }
         }
     }

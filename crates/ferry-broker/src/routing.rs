@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_catalog::CatalogCommand;
 use ferry_queue::{QueueCommand, ReceiveCommand};
-use ferry_raft::{CommandBody, ForwardHandler, GroupHandle, MultiRaft};
+use ferry_raft::{CommandBody, ForwardHandler, MultiRaft};
 use ferry_types::{ErrorCode, FerryError, GroupId, NodeId};
 use futures::future::BoxFuture;
 use tokio::time::Instant;
@@ -163,12 +163,6 @@ impl Router {
             ),
             Ok(false)
         )
-    }
-
-    /// This node's replica of `group`, if it hosts one and does not lead the group.
-    pub fn follower_replica(&self, group: GroupId) -> Option<GroupHandle> {
-        let replica = self.multi.group(group)?;
-        (replica.current_leader() != Some(self.multi.node_id())).then_some(replica)
     }
 
     /// Whether this node leads `group` as far as it knows: a request for it needs no forwarding.
