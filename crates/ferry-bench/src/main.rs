@@ -28,7 +28,8 @@ enum Scenario {
     Send,
     /// Fills a backlog of `--messages`, then receives and deletes it.
     Drain,
-    /// Sends single messages at `--rate` per second and measures send-to-receive time.
+    /// Sends single messages at `--rate` per second and measures send-to-receive time with
+    /// `--concurrency` consumers.
     Latency,
     /// Sends to a high-throughput FIFO queue over `--groups` message groups.
     Fifo,
@@ -46,7 +47,8 @@ struct Args {
     endpoints: Vec<String>,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "send")]
     scenario: Vec<Scenario>,
-    /// Concurrent workers (each a request in flight at a time).
+    /// Concurrent workers (each a request in flight at a time): senders, or consumers of the
+    /// latency scenario.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Messages per send call (1 = SendMessage, 2–10 = SendMessageBatch).
@@ -366,9 +368,15 @@ impl Bench {
                 let consumers = {
                     let bench = self.clone();
                     let queues = queues.clone();
+                    let workers = self.args.concurrency;
                     tokio::spawn(async move {
                         bench
-                            .consume_load(&queues, total, deadline + Duration::from_secs(10), 8)
+                            .consume_load(
+                                &queues,
+                                total,
+                                deadline + Duration::from_secs(10),
+                                workers,
+                            )
                             .await
                     })
                 };
