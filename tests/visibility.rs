@@ -318,7 +318,18 @@ const RACE_TIMEOUT: Duration = Duration::from_secs(60);
 /// 4% of messages at 1,000 sends a second.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_polls_over_many_partitions_lose_no_message_in_flight() {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    long_polls_lose_no_message(3).await;
+}
+
+/// The same where each node hosts only some of the partitions (5 nodes, 3 replicas each), so that
+/// long polls also wait on other nodes' leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_through_nodes_without_a_replica_lose_no_message_in_flight() {
+    long_polls_lose_no_message(5).await;
+}
+
+async fn long_polls_lose_no_message(nodes: usize) {
+    let cluster = TestCluster::start(nodes, ClusterOptions::default()).await;
     let queue = "poll-race";
     let mut admin = cluster.client(1);
     create(
@@ -349,7 +360,7 @@ async fn long_polls_over_many_partitions_lose_no_message_in_flight() {
     }
     let mut senders = Vec::new();
     for sender in 0..RACE_SENDERS {
-        let mut client = cluster.client(1 + sender as u64 % 3);
+        let mut client = cluster.client(1 + (sender % nodes) as u64);
         senders.push(tokio::spawn(async move {
             for i in (sender..RACE_MESSAGES).step_by(RACE_SENDERS) {
                 send(&mut client, queue, &format!("race {i}"), None).await;

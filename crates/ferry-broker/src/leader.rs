@@ -1,6 +1,6 @@
 //! Executing group requests on this node when it leads the group: proposals (concurrent sends,
-//! receives, deletes and visibility changes merged into one log entry per round), long-polling
-//! receives, leader-local reads.
+//! receives, deletes and visibility changes merged into one log entry per round), receives and the
+//! waits of long polls from nodes without a replica, leader-local reads.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -77,19 +77,17 @@ impl LocalLeader {
                 .await
                 .map(|result| GroupReply::Applied(CommandResult::Queue(result))),
             GroupRequest::Propose(body) => propose(&handle, body).await.map(GroupReply::Applied),
-            GroupRequest::Receive { command, wait_ms } => {
+            GroupRequest::Receive(command) => {
                 let (reply_tx, reply_rx) = oneshot::channel();
-                let poll = LongPoll {
-                    leader: self.clone(),
-                    handle,
-                    command,
-                    wait_ms,
-                };
-                // The poll runs on its own task so that messages it takes after the caller has gone
-                // are released rather than left invisible.
-                tokio::spawn(poll.run(reply_tx));
+                // The receive runs on its own task so that messages it takes after the caller has
+                // gone are released rather than left invisible.
+                tokio::spawn(self.clone().take(handle, command, reply_tx));
                 reply_rx.await.unwrap_or(Err(ExecError::NotLeader(None)))
             }
+            GroupRequest::AwaitReceivable { command, wait_ms } => self
+                .await_receivable(&handle, &command, wait_ms)
+                .await
+                .map(GroupReply::Receivable),
             GroupRequest::Counts => {
                 let state = self.multi.read_state(group);
                 ferry_queue::approximate_counts(&state, leader_now(&handle))
@@ -121,6 +119,78 @@ impl LocalLeader {
                 Ok(GroupReply::Names(names))
             }
         }
+    }
+
+    /// Receives what the partition has now and answers `reply`; releases what it took if the
+    /// caller has gone by then.
+    async fn take(
+        self: Arc<Self>,
+        handle: GroupHandle,
+        command: ReceiveCommand,
+        reply: oneshot::Sender<Result<GroupReply, ExecError>>,
+    ) {
+        let result = async {
+            // A retried attempt must get its earlier messages back even though they are in flight.
+            if command.attempt_id.is_none() && !self.shows_receivable(&handle, &command)? {
+                return Ok(QueueResult::Received(Vec::new()));
+            }
+            self.propose_queue(&handle, QueueCommand::Receive(command))
+                .await
+        }
+        .await
+        .map(|result| GroupReply::Applied(CommandResult::Queue(result)));
+        if let Err(Ok(GroupReply::Applied(CommandResult::Queue(QueueResult::Received(messages))))) =
+            reply.send(result)
+        {
+            release(&handle, &messages).await;
+        }
+    }
+
+    /// Waits up to `wait_ms` until the partition shows something `command` could take: on an
+    /// apply, or when the next delayed or in-flight message comes due. Takes nothing, so a caller
+    /// may give up at any moment.
+    async fn await_receivable(
+        &self,
+        handle: &GroupHandle,
+        command: &ReceiveCommand,
+        wait_ms: u64,
+    ) -> Result<bool, ExecError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        loop {
+            // Registered before the check, so an apply between the check and the wait still wakes us.
+            let applied = handle.signals.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            if self.shows_receivable(handle, command)? {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            let state = self.multi.read_state(handle.group);
+            let wake = next_wake(&handle.signals, &state, leader_now(handle), deadline);
+            tokio::select! {
+                _ = &mut applied => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Whether this leader's applied state holds something `command` could take now.
+    fn shows_receivable(
+        &self,
+        handle: &GroupHandle,
+        command: &ReceiveCommand,
+    ) -> Result<bool, ExecError> {
+        ensure_leader(handle)?;
+        let state = self.multi.read_state(handle.group);
+        ferry_queue::has_receivable_message(
+            &state,
+            leader_now(handle),
+            command.fifo,
+            command.max_receive_count,
+        )
+        .map_err(|e| ExecError::Failed(FerryError::internal(e.to_string())))
     }
 
     /// The catalog as of everything committed before this call (a ReadIndex barrier on the leader).
@@ -331,76 +401,6 @@ pub(crate) async fn propose(
         Err(_) => Err(ExecError::Unknown(format!(
             "not committed within {PROPOSE_TIMEOUT:?}; the partition may have lost its quorum"
         ))),
-    }
-}
-
-/// A receive that waits on the leader until a message is visible or its time is up.
-struct LongPoll {
-    leader: Arc<LocalLeader>,
-    handle: GroupHandle,
-    command: ReceiveCommand,
-    wait_ms: u64,
-}
-
-impl LongPoll {
-    async fn run(self, mut reply: oneshot::Sender<Result<GroupReply, ExecError>>) {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.wait_ms);
-        let empty = || {
-            Ok(GroupReply::Applied(CommandResult::Queue(
-                QueueResult::Received(Vec::new()),
-            )))
-        };
-        let mut first = true;
-        let result = loop {
-            // Registered before the check, so an apply between the check and the wait still wakes us.
-            let applied = self.handle.signals.applied.notified();
-            tokio::pin!(applied);
-            applied.as_mut().enable();
-            if let Err(error) = ensure_leader(&self.handle) {
-                break Err(error);
-            }
-            let now = leader_now(&self.handle);
-            let state = self.leader.multi.read_state(self.handle.group);
-            // A retried attempt must get its earlier messages back even though they are in flight.
-            let retried_attempt = first && self.command.attempt_id.is_some();
-            first = false;
-            let receivable = ferry_queue::has_receivable_message(
-                &state,
-                now,
-                self.command.fifo,
-                self.command.max_receive_count,
-            );
-            match receivable {
-                Err(error) => {
-                    break Err(ExecError::Failed(FerryError::internal(error.to_string())))
-                }
-                Ok(receivable) if receivable || retried_attempt => {
-                    let command = QueueCommand::Receive(self.command.clone());
-                    match self.leader.propose_queue(&self.handle, command).await {
-                        Ok(QueueResult::Received(messages)) if messages.is_empty() => {}
-                        Ok(result) => break Ok(GroupReply::Applied(CommandResult::Queue(result))),
-                        Err(error) => break Err(error),
-                    }
-                }
-                Ok(_) => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break empty();
-            }
-            // Wake for an apply (a send), for the next delayed or in-flight message to come due, or
-            // at the deadline; stop early if the caller is gone.
-            let wake = next_wake(&self.handle.signals, &state, now, deadline);
-            tokio::select! {
-                _ = &mut applied => {}
-                _ = tokio::time::sleep_until(wake) => {}
-                _ = reply.closed() => return,
-            }
-        };
-        if let Err(Ok(GroupReply::Applied(CommandResult::Queue(QueueResult::Received(messages))))) =
-            reply.send(result)
-        {
-            release(&self.handle, &messages).await;
-        }
     }
 }
 

@@ -739,7 +739,7 @@ impl Broker {
                 max: want,
                 ..template.clone()
             };
-            match self.receive_from(partition, command, 0).await {
+            match self.receive_from(partition, command).await {
                 Ok(messages) => received.extend(messages.into_iter().map(|m| (partition.group, m))),
                 Err(error) => {
                     failures += 1;
@@ -831,13 +831,12 @@ impl Broker {
     }
 
     /// Long-polls one partition until it takes messages, the wait is over, or `stopped` turns true
-    /// (another partition answered the caller). Where this node hosts a replica, the wait is on it
-    /// (a follower applies what the leader commits about one append later) and the leader is asked
-    /// only once the replica shows something to take, so a waiting receive costs no network call
-    /// and stopping it takes nothing. (A retried receive attempt got its earlier messages back in
-    /// the caller's first sweep.) Where it hosts none, the leader runs the long poll, and stopping
-    /// drops that call: messages the leader took in that instant stay in flight until their
-    /// visibility timeout.
+    /// (another partition answered the caller). The wait takes nothing, so stopping it loses
+    /// nothing; a receive is sent to the leader only once the partition shows something to take,
+    /// and is never stopped. Where this node hosts a replica, the wait is on it (a follower applies
+    /// what the leader commits about one append later), so a waiting receive costs no network call;
+    /// elsewhere the leader waits. (A retried receive attempt got its earlier messages back in the
+    /// caller's first sweep.)
     async fn long_poll(
         &self,
         partition: &Partition,
@@ -850,15 +849,21 @@ impl Broker {
             let _ = stopped.wait_for(|stopped| *stopped).await;
         };
         loop {
-            let replica = match self.multi.group(partition.group) {
-                Some(replica) => replica,
-                None => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    return tokio::select! {
-                        taken = self.receive_from(partition, command, left.as_millis() as u64) => taken,
-                        _ = stop(&mut stopped) => Ok(Vec::new()),
-                    };
+            let Some(replica) = self.multi.group(partition.group) else {
+                let ready = tokio::select! {
+                    ready = self.await_receivable(partition, &command, deadline) => ready?,
+                    _ = stop(&mut stopped) => return Ok(Vec::new()),
+                };
+                if ready {
+                    let taken = self.receive_from(partition, command.clone()).await?;
+                    if !taken.is_empty() {
+                        return Ok(taken);
+                    }
                 }
+                if Instant::now() >= deadline {
+                    return Ok(Vec::new());
+                }
+                continue;
             };
             if *stopped.borrow() {
                 return Ok(Vec::new());
@@ -884,7 +889,7 @@ impl Broker {
                 let leads = replica.current_leader() == Some(self.multi.node_id());
                 let turn = (!leads).then(|| replica.signals.leader_ask.try_lock());
                 if !matches!(turn, Some(Err(_))) {
-                    let taken = self.receive_from(partition, command.clone(), 0).await;
+                    let taken = self.receive_from(partition, command.clone()).await;
                     drop(turn);
                     let taken = taken?;
                     if !taken.is_empty() {
@@ -906,17 +911,43 @@ impl Broker {
         }
     }
 
+    /// Whether the partition's leader shows something `command` could take before `deadline`.
+    async fn await_receivable(
+        &self,
+        partition: &Partition,
+        command: &ReceiveCommand,
+        deadline: Instant,
+    ) -> Result<bool, FerryError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let request = GroupRequest::AwaitReceivable {
+            command: command.clone(),
+            wait_ms: wait.as_millis() as u64,
+        };
+        let budget = self.config.request_timeout + wait;
+        match self
+            .router
+            .execute(partition.group, &partition.replicas, request, budget)
+            .await?
+        {
+            GroupReply::Receivable(receivable) => Ok(receivable),
+            other => Err(FerryError::internal(format!("wait answered {other:?}"))),
+        }
+    }
+
     async fn receive_from(
         &self,
         partition: &Partition,
         command: ReceiveCommand,
-        wait_ms: u64,
     ) -> Result<Vec<ferry_queue::ReceivedMessage>, FerryError> {
-        let request = GroupRequest::Receive { command, wait_ms };
-        let budget = self.config.request_timeout + Duration::from_millis(wait_ms);
+        let request = GroupRequest::Receive(command);
         match self
             .router
-            .execute(partition.group, &partition.replicas, request, budget)
+            .execute(
+                partition.group,
+                &partition.replicas,
+                request,
+                self.config.request_timeout,
+            )
             .await?
         {
             GroupReply::Applied(CommandResult::Queue(QueueResult::Received(messages))) => {

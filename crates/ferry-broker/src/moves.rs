@@ -114,7 +114,7 @@ impl Broker {
                     max_receive_count: None,
                     attempt_id: None,
                 };
-                let taken = match self.receive_from(partition, command, 0).await {
+                let taken = match self.receive_from(partition, command).await {
                     Ok(taken) => taken,
                     Err(error) => return (moved, Err(error)),
                 };

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) enum GroupRequest {
     /// Propose a command; the leader stamps the time. Sends go through the leader's batcher.
     Propose(CommandBody),
-    /// Receive from a partition, waiting up to `wait_ms` for a message to become receivable.
-    Receive {
+    /// Receive from a partition what it has now.
+    Receive(ReceiveCommand),
+    /// Wait up to `wait_ms` until a partition shows something the receive could take; takes nothing.
+    AwaitReceivable {
         command: ReceiveCommand,
         wait_ms: u64,
     },
@@ -33,6 +35,7 @@ pub(crate) enum GroupReply {
     Counts(ApproximateCounts),
     Queue(Option<QueueRecord>),
     Names(Vec<String>),
+    Receivable(bool),
 }
 
 /// Why a node did not execute a group request.

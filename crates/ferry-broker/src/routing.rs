@@ -42,7 +42,9 @@ impl Router {
     ) -> Result<GroupReply, FerryError> {
         let deadline = Instant::now() + budget;
         let call_timeout = match &request {
-            GroupRequest::Receive { wait_ms, .. } => Duration::from_millis(*wait_ms) + CALL_MARGIN,
+            GroupRequest::AwaitReceivable { wait_ms, .. } => {
+                Duration::from_millis(*wait_ms) + CALL_MARGIN
+            }
             _ => CALL_MARGIN,
         };
         // Encoded once, and only if the request has to travel.
@@ -197,10 +199,11 @@ fn safe_to_repeat(request: &GroupRequest) -> bool {
                 | CatalogCommand::TagQueue { .. }
                 | CatalogCommand::UntagQueue { .. }
         ),
-        GroupRequest::Receive { .. } => false,
-        GroupRequest::Counts | GroupRequest::LookupQueue(_) | GroupRequest::ListQueues { .. } => {
-            true
-        }
+        GroupRequest::Receive(_) => false,
+        GroupRequest::AwaitReceivable { .. }
+        | GroupRequest::Counts
+        | GroupRequest::LookupQueue(_)
+        | GroupRequest::ListQueues { .. } => true,
     }
 }
 
