@@ -2,7 +2,8 @@
 //!
 //! Proves: every message group is received in exact send order while partition leaders are
 //! killed and restarted, with no acknowledged message lost and no deduplicated send delivered
-//! twice; deduplication and receive-attempt retries hold across a leader failover; a poison
+//! twice; deduplication and receive-attempt retries hold across a leader failover; a long poll
+//! with a receive attempt id takes a message sent while it waits; a poison
 //! message reaches the dead-letter queue after exactly maxReceiveCount receives plus the one that
 //! moves it; a high-throughput FIFO queue spreads its groups over all its partitions; a message
 //! move task redrives thousands of dead letters to their source while a node restarts.
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{
-    approximate_total, error_code, receive_request, wait_for, ClusterOptions, TestCluster,
+    approximate_total, error_code, receive_request, wait_for, within, ClusterOptions, TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{
@@ -299,6 +300,53 @@ fn handle_group(handle: &str) -> u64 {
         .decode(handle)
         .expect("base64url handle");
     u64::from_be_bytes(raw[9..17].try_into().expect("8 bytes"))
+}
+
+/// The wait of the FIFO long poll below; it must return with the message well before.
+const ATTEMPT_POLL_SECONDS: u32 = 10;
+
+/// A FIFO long poll with a receive attempt id takes a message sent while it waits. (The empty answer
+/// of its first sweep used to be remembered for the attempt, so the poll's later tries answered
+/// empty until its wait ran out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_long_poll_with_an_attempt_id_takes_what_arrives_while_it_waits() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut client = cluster.client(1);
+    let high = [
+        ("FifoQueue", "true"),
+        ("DeduplicationScope", "messageGroup"),
+        ("FifoThroughputLimit", "perMessageGroupId"),
+    ];
+    create(&mut client, "waiting.fifo", &high, 4).await;
+    let mut poller = cluster.client(2);
+    let poll = tokio::spawn(async move {
+        let mut request = receive_request("waiting.fifo", 10, ATTEMPT_POLL_SECONDS);
+        request.receive_request_attempt_id = Some("waiting-1".into());
+        let started = Instant::now();
+        let messages = poller
+            .receive_message(request)
+            .await
+            .map(|r| r.into_inner().messages);
+        (messages, started.elapsed())
+    });
+    // Give the poll time to reach the server and sweep the empty queue; if it has not, the test
+    // still holds, it just proves less.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_until_acked(
+        &cluster.clients(),
+        0,
+        send_request("waiting.fifo", "g", "late", "d1"),
+    )
+    .await;
+    let (messages, took) = within(CALL_TIMEOUT, "the long poll", poll)
+        .await
+        .expect("long-poll task");
+    let messages = messages.expect("long-poll ReceiveMessage");
+    assert_eq!(
+        messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["late"],
+        "the long poll answered after {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

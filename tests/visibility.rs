@@ -8,6 +8,8 @@
 //! returns as soon as a message arrives. Visibility changes in flight when their partition leader
 //! is SIGKILLed are not repeated on the next leader (a finding of jepsen/). A send to a queue with
 //! consumers long-polling on every node costs about one replicated receive, not one per consumer.
+//! Long polls over several partitions hand every message they take to a consumer, also on nodes
+//! that host only some of the partitions.
 
 mod common;
 
