@@ -1,6 +1,8 @@
 //! The two ways the benchmark talks to Ferry: the public gRPC API, and the SQS JSON 1.0 protocol over
-//! a pool of keep-alive HTTP connections. Both expose the same few calls.
+//! a pool of keep-alive HTTP connections; and the two peers it compares Ferry with (`peers`). All
+//! expose the same few calls.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -8,6 +10,8 @@ use ferry_proto::v1 as pb;
 use ferry_proto::v1::ferry_client::FerryClient;
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::peers::{Amqp, Nats};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const ACCOUNT: &str = "000000000000";
@@ -25,6 +29,8 @@ pub enum Client {
         http: reqwest::Client,
         endpoints: Vec<String>,
     },
+    Amqp(Arc<Amqp>),
+    Nats(Arc<Nats>),
 }
 
 impl Client {
@@ -85,14 +91,14 @@ impl Client {
                 "{}/{ACCOUNT}/{queue}",
                 endpoints[worker % endpoints.len()].trim_end_matches('/')
             ),
-            Self::Grpc(_) => queue.to_owned(),
+            _ => queue.to_owned(),
         }
     }
 
     fn grpc_client(&self, worker: usize) -> FerryClient<Channel> {
         match self {
             Self::Grpc(clients) => clients[worker % clients.len()].clone(),
-            Self::Sqs { .. } => unreachable!("gRPC call on an SQS client"),
+            _ => unreachable!("gRPC call on another transport's client"),
         }
     }
 
@@ -122,9 +128,14 @@ impl Client {
                 };
                 self.grpc_client(0).create_queue(request).await?;
             }
-            Self::Sqs { .. } if partitions != 0 => {
+            _ if partitions != 0 => {
                 anyhow::bail!("--partitions needs the gRPC transport (SQS has no such attribute)")
             }
+            Self::Amqp(_) | Self::Nats(_) if fifo => {
+                anyhow::bail!("the FIFO scenario is Ferry's only")
+            }
+            Self::Amqp(amqp) => amqp.create_queue(queue).await?,
+            Self::Nats(nats) => nats.create_queue(queue).await?,
             Self::Sqs { .. } => {
                 self.sqs_call(
                     0,
@@ -178,6 +189,8 @@ impl Client {
                     }
                 }
             }
+            Self::Amqp(amqp) => amqp.send(worker, queue, bodies).await?,
+            Self::Nats(nats) => nats.send(worker, queue, bodies).await?,
             Self::Sqs { .. } => {
                 let url = self.queue_url(worker, queue);
                 if let [body] = bodies {
@@ -247,6 +260,14 @@ impl Client {
                     })
                     .collect())
             }
+            Self::Amqp(amqp) => {
+                let wait = Duration::from_secs(wait_seconds.into());
+                amqp.receive(worker, queue, max, wait).await
+            }
+            Self::Nats(nats) => {
+                let wait = Duration::from_secs(wait_seconds.into());
+                nats.receive(worker, queue, max, wait).await
+            }
             Self::Sqs { .. } => {
                 let request = json!({
                     "QueueUrl": self.queue_url(worker, queue),
@@ -296,6 +317,8 @@ impl Client {
                     })
                     .await?;
             }
+            Self::Amqp(amqp) => amqp.delete(worker, queue, &handles).await?,
+            Self::Nats(nats) => nats.delete(&handles).await?,
             Self::Sqs { .. } => {
                 let entries: Vec<Value> = handles
                     .iter()

@@ -1,9 +1,11 @@
 //! `ferry-bench`: measures a running Ferry cluster the way users load it: sends (single and batched),
 //! receive+delete of a backlog, end-to-end latency at a fixed offered rate, FIFO with many groups,
 //! and mixed produce/consume. Every run is bounded in message count and time. Prints a table and,
-//! with `--json`, one JSON line per scenario.
+//! with `--json`, one JSON line per scenario. The same scenarios drive the durable peers the
+//! benchmark compares Ferry with: a RabbitMQ quorum queue and a NATS JetStream stream (`peers`).
 
 mod client;
+mod peers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,10 @@ use serde::Serialize;
 enum Transport {
     Grpc,
     Sqs,
+    /// A RabbitMQ cluster (quorum queues), endpoints amqp://host:port.
+    Amqp,
+    /// A NATS cluster with JetStream (3 replicas), endpoints nats://host:port.
+    Nats,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Serialize)]
@@ -42,7 +48,8 @@ enum Scenario {
 struct Args {
     #[arg(long, value_enum, default_value = "grpc")]
     transport: Transport,
-    /// Node endpoints, comma separated: gRPC (http://host:port) or SQS (http://host:port).
+    /// Node endpoints, comma separated: gRPC or SQS (http://host:port), AMQP (amqp://host:port),
+    /// NATS (nats://host:port).
     #[arg(long, value_delimiter = ',', required = true)]
     endpoints: Vec<String>,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "send")]
@@ -51,7 +58,8 @@ struct Args {
     /// latency scenario.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Messages per send call (1 = SendMessage, 2–10 = SendMessageBatch).
+    /// Messages per send call (1 = SendMessage, 2–10 = SendMessageBatch); for the peers, messages
+    /// published before waiting for their confirmations (1–1,000).
     #[arg(long, default_value_t = 10)]
     batch: usize,
     /// Message body size in bytes.
@@ -197,6 +205,8 @@ impl Bench {
             transport: match self.args.transport {
                 Transport::Grpc => "grpc",
                 Transport::Sqs => "sqs-json",
+                Transport::Amqp => "amqp",
+                Transport::Nats => "nats",
             },
             concurrency: self.args.concurrency,
             batch: if matches!(scenario, Scenario::Latency) {
@@ -512,12 +522,20 @@ fn print_table(reports: &[Report]) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !(1..=10).contains(&args.batch) {
-        bail!("--batch must be 1 to 10");
+    let max_batch = match args.transport {
+        Transport::Grpc | Transport::Sqs => 10,
+        Transport::Amqp | Transport::Nats => 1_000,
+    };
+    if !(1..=max_batch).contains(&args.batch) {
+        bail!("--batch must be 1 to {max_batch}");
     }
     let client = match args.transport {
         Transport::Grpc => Client::grpc(&args.endpoints).await?,
         Transport::Sqs => Client::sqs(&args.endpoints, args.concurrency)?,
+        Transport::Amqp => Client::Amqp(Arc::new(
+            peers::Amqp::connect(&args.endpoints, args.concurrency).await?,
+        )),
+        Transport::Nats => Client::Nats(Arc::new(peers::Nats::connect(&args.endpoints).await?)),
     };
     let prefix = args
         .queue_prefix
