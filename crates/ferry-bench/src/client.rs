@@ -2,6 +2,7 @@
 //! a pool of keep-alive HTTP connections; and the two peers it compares Ferry with (`peers`). All
 //! expose the same few calls.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,8 +135,8 @@ impl Client {
             Self::Amqp(_) | Self::Nats(_) if fifo => {
                 anyhow::bail!("the FIFO scenario is Ferry's only")
             }
-            Self::Amqp(amqp) => amqp.create_queue(queue).await?,
-            Self::Nats(nats) => nats.create_queue(queue).await?,
+            Self::Amqp(amqp) => peer_call(amqp.create_queue(queue)).await?,
+            Self::Nats(nats) => peer_call(nats.create_queue(queue)).await?,
             Self::Sqs { .. } => {
                 self.sqs_call(
                     0,
@@ -189,8 +190,8 @@ impl Client {
                     }
                 }
             }
-            Self::Amqp(amqp) => amqp.send(worker, queue, bodies).await?,
-            Self::Nats(nats) => nats.send(worker, queue, bodies).await?,
+            Self::Amqp(amqp) => peer_call(amqp.send(worker, queue, bodies)).await?,
+            Self::Nats(nats) => peer_call(nats.send(worker, queue, bodies)).await?,
             Self::Sqs { .. } => {
                 let url = self.queue_url(worker, queue);
                 if let [body] = bodies {
@@ -262,11 +263,11 @@ impl Client {
             }
             Self::Amqp(amqp) => {
                 let wait = Duration::from_secs(wait_seconds.into());
-                amqp.receive(worker, queue, max, wait).await
+                peer_call(amqp.receive(worker, queue, max, wait)).await
             }
             Self::Nats(nats) => {
                 let wait = Duration::from_secs(wait_seconds.into());
-                nats.receive(worker, queue, max, wait).await
+                peer_call(nats.receive(worker, queue, max, wait)).await
             }
             Self::Sqs { .. } => {
                 let request = json!({
@@ -317,8 +318,8 @@ impl Client {
                     })
                     .await?;
             }
-            Self::Amqp(amqp) => amqp.delete(worker, queue, &handles).await?,
-            Self::Nats(nats) => nats.delete(&handles).await?,
+            Self::Amqp(amqp) => peer_call(amqp.delete(worker, queue, &handles)).await?,
+            Self::Nats(nats) => peer_call(nats.delete(&handles)).await?,
             Self::Sqs { .. } => {
                 let entries: Vec<Value> = handles
                     .iter()
@@ -332,4 +333,11 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Bounds a call to a peer as the HTTP and gRPC clients' own timeouts bound calls to Ferry.
+pub async fn peer_call<T>(call: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .context("the peer did not answer in time")?
 }

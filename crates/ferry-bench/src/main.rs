@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
-use client::Client;
+use client::{peer_call, Client};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -532,10 +532,14 @@ async fn main() -> anyhow::Result<()> {
     let client = match args.transport {
         Transport::Grpc => Client::grpc(&args.endpoints).await?,
         Transport::Sqs => Client::sqs(&args.endpoints, args.concurrency)?,
-        Transport::Amqp => Client::Amqp(Arc::new(
-            peers::Amqp::connect(&args.endpoints, args.concurrency).await?,
-        )),
-        Transport::Nats => Client::Nats(Arc::new(peers::Nats::connect(&args.endpoints).await?)),
+        Transport::Amqp => {
+            let amqp = peer_call(peers::Amqp::connect(&args.endpoints, args.concurrency)).await?;
+            Client::Amqp(Arc::new(amqp))
+        }
+        Transport::Nats => {
+            let nats = peer_call(peers::Nats::connect(&args.endpoints)).await?;
+            Client::Nats(Arc::new(nats))
+        }
     };
     let prefix = args
         .queue_prefix
