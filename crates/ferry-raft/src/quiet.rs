@@ -52,8 +52,6 @@ pub(crate) struct Activity {
     last_active_ms: AtomicU64,
     /// When the group went quiet; 0 while it ticks.
     quiet_since_ms: AtomicU64,
-    /// When the group last started ticking again after a quiet; 0 if it never was quiet.
-    woke_ms: AtomicU64,
 }
 
 impl Activity {
@@ -61,7 +59,6 @@ impl Activity {
         Self {
             last_active_ms: AtomicU64::new(clock_ms()),
             quiet_since_ms: AtomicU64::new(0),
-            woke_ms: AtomicU64::new(0),
         }
     }
 
@@ -113,20 +110,7 @@ impl Activity {
 
     /// Marks the group ticking; true if it was quiet.
     pub(crate) fn end_quiet(&self) -> bool {
-        let was_quiet = self.quiet_since_ms.swap(0, Ordering::AcqRel) != 0;
-        if was_quiet {
-            self.woke_ms.store(clock_ms(), Ordering::Release);
-        }
-        was_quiet
-    }
-
-    /// Whether the group is quiet at `now_ms` or was within the `window` before it. Its followers
-    /// may then still be quiet too: they wake at the first append, vote, or heartbeat past
-    /// [`STALE_HEARTBEAT_WINDOW`] that reaches them.
-    pub(crate) fn quiet_within(&self, now_ms: u64, window: Duration) -> bool {
-        let woke = self.woke_ms.load(Ordering::Acquire);
-        self.quiet_since().is_some()
-            || (woke != 0 && now_ms.saturating_sub(woke) < window.as_millis() as u64)
+        self.quiet_since_ms.swap(0, Ordering::AcqRel) != 0
     }
 }
 
@@ -405,24 +389,5 @@ mod tests {
             assert!(!stale.accepted_by(&follower_view()));
         }
         assert!(!request.accepted_by(&leader_view(Some(10))));
-    }
-
-    #[test]
-    fn a_group_that_woke_lately_counts_as_quiet_for_a_while() {
-        let activity = Activity::new();
-        let window = Duration::from_millis(10_000);
-        assert!(!activity.quiet_within(clock_ms(), window), "never quiet");
-        activity.begin_quiet(clock_ms());
-        assert!(activity.quiet_within(clock_ms(), window), "quiet now");
-        assert!(activity.end_quiet());
-        let woke = clock_ms();
-        assert!(
-            activity.quiet_within(woke + 9_000, window),
-            "woke within the window"
-        );
-        assert!(
-            !activity.quiet_within(woke + 11_000, window),
-            "awake for the whole window"
-        );
     }
 }
