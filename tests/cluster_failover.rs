@@ -465,3 +465,105 @@ async fn quiet_groups_wake_for_requests_and_after_a_leader_crash() {
     )
     .await;
 }
+
+/// Leadership goes back where placement put it: while a partition's first replica is down another
+/// replica leads, and once it is back and caught up the leader hands the partition back to it
+/// (openraft's TransferLeader, carried by the internal transport). Sends keep being acknowledged
+/// through the hand-back and every acknowledged one is received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_returns_to_the_first_replica_after_a_restart() {
+    /// A restarted node catches up, then the next housekeeping round (every second, each partition
+    /// at most every 10 s) hands over.
+    const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(60);
+    const QUEUE: &str = "handback";
+    const PARTITIONS: u32 = 3;
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    cluster
+        .client(1)
+        .create_queue(CreateQueueRequest {
+            queue_name: QUEUE.into(),
+            partitions: PARTITIONS,
+            ..Default::default()
+        })
+        .await
+        .expect("create the queue");
+    // Placement starts each partition's replicas at node `group % 3` of the sorted node ids
+    // 1, 2, 3: that first replica is the partition's preferred leader.
+    let preferred = |group: u64| group % 3 + 1;
+    let led_by_first_replicas = async |cluster: &TestCluster, groups: &[u64]| {
+        for &group in groups {
+            if cluster.leader_of(group).await != Some(preferred(group)) {
+                return false;
+            }
+        }
+        true
+    };
+    let groups = wait_for(
+        LEADER_TIMEOUT,
+        "the queue's partitions are led by their first replicas",
+        async || {
+            let groups = cluster.queue_groups(QUEUE).await;
+            (groups.len() == PARTITIONS as usize && led_by_first_replicas(&cluster, &groups).await)
+                .then_some(groups)
+        },
+    )
+    .await;
+
+    let group = groups[0];
+    let victim = preferred(group);
+    cluster.kill(victim);
+    let stand_in = cluster.wait_for_leader(group, LEADER_TIMEOUT).await;
+    assert_ne!(stand_in, victim);
+    cluster.restart(victim).await;
+
+    // Sends all along: they must be served through the hand-over, and a partition that goes quiet
+    // (idle) is never handed over.
+    let clients = cluster.clients();
+    let mut acked = HashSet::new();
+    let mut unknown = HashSet::new();
+    let mut attempted = HashSet::new();
+    let mut batch = 0;
+    wait_until(
+        HAND_BACK_TIMEOUT,
+        "every partition is led by its first replica again",
+        async || {
+            batch += 1;
+            let bodies: Vec<String> = (0..10).map(|i| format!("b{batch}-{i}")).collect();
+            attempted.extend(bodies.iter().cloned());
+            let outcome = send_bodies(&clients, batch, QUEUE, bodies, SEND_ATTEMPTS).await;
+            assert!(
+                outcome.unexpected.is_empty() && outcome.rejected.is_empty(),
+                "sends failed during the hand-back: {outcome:?}"
+            );
+            acked.extend(outcome.acked);
+            unknown.extend(outcome.unknown);
+            led_by_first_replicas(&cluster, &groups).await
+        },
+    )
+    .await;
+    assert!(
+        cluster
+            .log_text(stand_in)
+            .contains("handing leadership to the preferred replica"),
+        "node {stand_in} led group {group} while node {victim} was down and should have handed it back"
+    );
+
+    let mut client = cluster.client(victim);
+    let mut received: HashMap<String, usize> = HashMap::new();
+    wait_until(
+        DRAIN_TIMEOUT,
+        "every acknowledged send is received",
+        async || {
+            if let Ok(messages) =
+                common::receive_and_delete(&mut client, QUEUE, DRAIN_WAIT_SECONDS).await
+            {
+                for message in messages {
+                    *received.entry(message.body).or_default() += 1;
+                }
+            }
+            acked.iter().all(|body| received.contains_key(body))
+        },
+    )
+    .await;
+    assert_no_loss_or_phantom(&attempted, &acked, &unknown, &received);
+}

@@ -27,6 +27,9 @@ const HEARTBEAT_MS: u64 = 500;
 const HEARTBEAT_SUPPRESS_MS: u64 = 500;
 const ELECTION_MIN_MS: u64 = 1_500;
 const ELECTION_MAX_MS: u64 = 3_000;
+/// A leader hands its group over only if every follower answered a call sent this recently: a
+/// follower it has not heard from lately may be cut off, and the election would then need it.
+const HAND_OVER_RECENT_ACK: Duration = Duration::from_millis(2 * HEARTBEAT_MS);
 /// How long a replica other than the first waits for a new group to reach it before starting the
 /// group itself.
 const INITIALIZE_FALLBACK: Duration = Duration::from_secs(3);
@@ -125,6 +128,48 @@ impl GroupHandle {
     pub fn current_leader(&self) -> Option<NodeId> {
         use openraft::type_config::async_runtime::WatchReceiver;
         self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Hands leadership to `preferred` if this replica (`me`) leads the group, `preferred` is another
+    /// member whose log is within `max_lag` entries of ours, and every follower answered lately.
+    /// Spreading leaders by placement puts each node's share of the work on it, instead of wherever
+    /// elections happened to land. The leader refuses writes from now until the election the
+    /// transfer starts (one round trip, since `preferred` campaigns on the TransferLeader call);
+    /// if `preferred` cannot win, the other replicas, woken by the same call, elect one of their
+    /// own when their timers fire.
+    pub async fn hand_over(&self, me: NodeId, preferred: NodeId, max_lag: u64) -> bool {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        use openraft::Instant as _;
+        let ready = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let last = metrics.last_log_index.unwrap_or(0);
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(&preferred).cloned().flatten())
+                .map(|log_id| log_id.index);
+            let caught_up = metrics.current_leader == Some(me)
+                && preferred != me
+                && matched.is_some_and(|matched| last.saturating_sub(matched) <= max_lag);
+            let followers_answer = metrics.heartbeat.as_ref().is_some_and(|acked| {
+                acked
+                    .iter()
+                    .filter(|(node, _)| **node != me)
+                    .all(|(_, sent)| {
+                        sent.as_ref()
+                            .is_some_and(|sent| sent.elapsed() < HAND_OVER_RECENT_ACK)
+                    })
+            });
+            caught_up && followers_answer
+        };
+        if !ready {
+            return false;
+        }
+        // Tick through the election, however idle the group looks meanwhile.
+        self.activity
+            .hold_until(quiet::clock_ms() + ELECTION_MAX_MS);
+        self.raft.trigger().transfer_leader(preferred).await.is_ok()
     }
 
     /// Raft status for operators: (leader, last applied index).

@@ -21,7 +21,8 @@ use openraft::error::{
 };
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RaftNetworkFactory};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
@@ -489,6 +490,26 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         count_sent("pre_vote");
         self.raft_call(target, group, RaftKind::PreVote, &rpc, option.hard_ttl())
             .await
+    }
+
+    /// Carries the leader's hand-over to every voter, so that the chosen replica campaigns at once
+    /// instead of when its election timer fires (never, if the group is quiet there).
+    async fn transfer_leader(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        request: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        count_sent("transfer_leader");
+        self.raft_call(
+            target,
+            group,
+            RaftKind::TransferLeader,
+            &request,
+            option.hard_ttl(),
+        )
+        .await
     }
 
     async fn full_snapshot(

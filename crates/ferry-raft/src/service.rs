@@ -13,7 +13,7 @@ use ferry_storage::SnapshotWriter;
 use ferry_types::GroupId;
 use futures::future::BoxFuture;
 use openraft::error::RaftError;
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::multi::{GroupHandle, MultiRaft};
@@ -50,7 +50,12 @@ impl InternalService {
     async fn raft_call(&self, call: RaftRequest) -> Result<Bytes, Status> {
         let handle = self.group(call.group)?;
         let kind = RaftKind::try_from(call.kind);
-        if matches!(kind, Ok(RaftKind::Vote | RaftKind::PreVote)) {
+        // A replica told to hand over or to vote must tick: it may have to campaign, or to time out
+        // and campaign if the chosen replica cannot win.
+        if matches!(
+            kind,
+            Ok(RaftKind::Vote | RaftKind::PreVote | RaftKind::TransferLeader)
+        ) {
             handle.touch();
         }
         let payload = match kind {
@@ -76,6 +81,12 @@ impl InternalService {
             Ok(RaftKind::PreVote) => {
                 let rpc: VoteRequest<TypeConfig> = decode(&call.payload).map_err(invalid)?;
                 encode(&handle.raft.pre_vote(rpc).await)
+            }
+            Ok(RaftKind::TransferLeader) => {
+                let request: TransferLeaderRequest<TypeConfig> =
+                    decode(&call.payload).map_err(invalid)?;
+                let result = handle.raft.handle_transfer_leader(request).await;
+                encode(&result.map_err(RaftError::<TypeConfig>::Fatal))
             }
             Err(_) => {
                 return Err(Status::invalid_argument(format!(
