@@ -304,12 +304,18 @@ impl MultiRaft {
         }
         let signals = Arc::new(GroupSignals::default());
         let catalog = group.is_catalog().then(|| self.catalog_tx.clone());
-        let machine = GroupStateMachine::open(self.db.clone(), group, signals.clone(), catalog)?;
+        let log = LogStore::new(self.db.clone(), group);
+        let machine = GroupStateMachine::open(
+            self.db.clone(),
+            group,
+            signals.clone(),
+            catalog,
+            log.clone(),
+        )?;
         let network = GroupNetwork {
             router: self.router.clone(),
             group,
         };
-        let log = LogStore::new(self.db.clone(), group);
         let raft = Raft::new(self.node_id, self.config.clone(), network, log, machine)
             .await
             .map_err(io::Error::other)?;

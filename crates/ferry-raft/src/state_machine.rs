@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ferry_catalog::CatalogView;
 use ferry_queue::ApplyContext;
-use ferry_storage::{GroupState, NodeDb, SnapshotFile};
+use ferry_storage::{GroupState, LogStore, NodeDb, SnapshotFile};
 use ferry_types::GroupId;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -47,6 +47,8 @@ pub struct GroupStateMachine {
     signals: Arc<GroupSignals>,
     /// Set on the catalog group only.
     catalog: Option<watch::Sender<Catalog>>,
+    /// The group's log, told what is applied so it stops keeping those entries in memory.
+    log: LogStore<TypeConfig>,
 }
 
 impl GroupStateMachine {
@@ -55,6 +57,7 @@ impl GroupStateMachine {
         group: GroupId,
         signals: Arc<GroupSignals>,
         catalog: Option<watch::Sender<Catalog>>,
+        log: LogStore<TypeConfig>,
     ) -> io::Result<Self> {
         SnapshotFile::resume_install(&db, group)?;
         let state = GroupState::new(db.clone(), group);
@@ -69,6 +72,7 @@ impl GroupStateMachine {
             applied,
             signals,
             catalog,
+            log,
         };
         machine.publish_catalog()?;
         Ok(machine)
@@ -177,6 +181,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         self.signals
             .last_time_ms
             .store(self.applied.last_time_ms, Ordering::Release);
+        if let Some(applied) = self.applied.last_log_id {
+            self.log.forget_applied(applied.index);
+        }
         if catalog_changed {
             self.publish_catalog()?;
         }

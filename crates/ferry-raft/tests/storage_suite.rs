@@ -23,8 +23,14 @@ impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, GroupStateMachine, tempfile:
         // A partition group, not group 0, so the test also covers the group key prefix.
         let group = GroupId(7);
         let log = LogStore::new(db.clone(), group);
-        let machine = GroupStateMachine::open(db, group, Arc::new(GroupSignals::default()), None)
-            .expect("open machine");
+        let machine = GroupStateMachine::open(
+            db,
+            group,
+            Arc::new(GroupSignals::default()),
+            None,
+            log.clone(),
+        )
+        .expect("open machine");
         Ok((dir, log, machine))
     }
 }

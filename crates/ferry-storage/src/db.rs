@@ -1,5 +1,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -7,6 +8,7 @@ use std::thread::JoinHandle;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 
 use crate::keys::{CF_LOG, CF_RAFT, CF_SM, FORMAT_KEY};
+use crate::recent::RecentEntries;
 
 /// The layout of keys and values this build writes (keys, log entries, state-machine records,
 /// snapshot files). Raised whenever any of them changes incompatibly: a node refuses to start on a
@@ -68,6 +70,8 @@ pub struct NodeDb {
     dir: PathBuf,
     sync_tx: Mutex<Option<SyncSender<SyncWaiter>>>,
     sync_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Bytes of log entries all the groups' logs keep in memory (see `recent`).
+    recent_log_bytes: Arc<AtomicUsize>,
 }
 
 impl NodeDb {
@@ -104,7 +108,13 @@ impl NodeDb {
             dir: dir.to_owned(),
             sync_tx: Mutex::new(Some(sync_tx)),
             sync_thread: Mutex::new(Some(thread)),
+            recent_log_bytes: Arc::default(),
         }))
+    }
+
+    /// An empty memory of a group log's newest entries, within this node's budget.
+    pub(crate) fn recent_entries(&self) -> RecentEntries {
+        RecentEntries::new(self.recent_log_bytes.clone())
     }
 
     pub fn db(&self) -> &DB {

@@ -10,12 +10,16 @@
 //! log id in the same family, so a crash rewinds a group's state to a consistent earlier point (or
 //! behind its snapshot file), from which openraft re-applies the synced log.
 //!
+//! Each group's log also keeps its newest entries in memory, as encoded for RocksDB, until they are
+//! applied: openraft reads every entry back right after appending it (see `recent`).
+//!
 //! Rule: the only crate that depends on `rocksdb`.
 
 mod db;
 mod group_state;
 mod keys;
 mod log_store;
+mod recent;
 mod snapshot;
 
 pub use db::{NodeDb, StorageError};

@@ -4,7 +4,7 @@ use std::fmt::Debug;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferry_types::GroupId;
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
@@ -17,11 +17,14 @@ use serde::Serialize;
 
 use crate::db::{NodeDb, StorageError};
 use crate::keys::{self, meta, CF_LOG, CF_RAFT};
+use crate::recent::RecentEntries;
 
 /// The log of one group. Cheap to clone: every clone reads and writes the same group's keys.
 pub struct LogStore<C> {
     db: Arc<NodeDb>,
     group: GroupId,
+    /// The newest entries, which openraft reads right after appending them.
+    recent: Arc<Mutex<RecentEntries>>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -30,6 +33,7 @@ impl<C> Clone for LogStore<C> {
         Self {
             db: self.db.clone(),
             group: self.group,
+            recent: self.recent.clone(),
             _config: PhantomData,
         }
     }
@@ -37,11 +41,23 @@ impl<C> Clone for LogStore<C> {
 
 impl<C: RaftTypeConfig> LogStore<C> {
     pub fn new(db: Arc<NodeDb>, group: GroupId) -> Self {
+        let recent = Arc::new(Mutex::new(db.recent_entries()));
         Self {
             db,
             group,
+            recent,
             _config: PhantomData,
         }
+    }
+
+    /// The state machine has applied the entries up to `index`: only a follower far behind still
+    /// reads them (from RocksDB), so memory need not keep them.
+    pub fn forget_applied(&self, index: u64) {
+        self.recent().purge_through(index);
+    }
+
+    fn recent(&self) -> MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn get_meta<T: DeserializeOwned>(
@@ -80,6 +96,11 @@ impl<C: RaftTypeConfig> LogStore<C> {
         start: u64,
         end_inclusive: Option<u64>,
     ) -> Result<Vec<EntryOf<C>>, StorageError> {
+        if let Some(end) = end_inclusive {
+            if let Some(values) = self.recent().range(start, end) {
+                return values.map(decode_entry::<C>).collect();
+            }
+        }
         let mut options = ReadOptions::default();
         let upper = match end_inclusive.and_then(|end| end.checked_add(1)) {
             Some(end) => keys::log_key(self.group, end).to_vec(),
@@ -95,12 +116,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
         let mut entries = Vec::new();
         for item in iter {
             let (_, value) = item?;
-            let entry: EntryOf<C> =
-                postcard::from_bytes(&value).map_err(|source| StorageError::Decode {
-                    what: "log entry",
-                    source,
-                })?;
-            entries.push(entry);
+            entries.push(decode_entry::<C>(&value)?);
         }
         Ok(entries)
     }
@@ -117,17 +133,18 @@ impl<C: RaftTypeConfig> LogStore<C> {
             None => Ok(None),
             Some(item) => {
                 let (_, value) = item?;
-                postcard::from_bytes(&value)
-                    .map(Some)
-                    .map_err(|source| StorageError::Decode {
-                        what: "log entry",
-                        source,
-                    })
+                decode_entry::<C>(&value).map(Some)
             }
         }
     }
 
+    /// Deletes the entries `start..end_exclusive` (to the last if `None`), which is either a prefix
+    /// (a purge) or a suffix (a truncation) of the log.
     fn delete_from(&self, start: u64, end_exclusive: Option<u64>) -> Result<(), StorageError> {
+        match end_exclusive {
+            Some(end) => self.recent().purge_through(end.saturating_sub(1)),
+            None => self.recent().truncate_from(start),
+        }
         let from = keys::log_key(self.group, start);
         let to = match end_exclusive {
             Some(end) => keys::log_key(self.group, end).to_vec(),
@@ -138,6 +155,13 @@ impl<C: RaftTypeConfig> LogStore<C> {
             .delete_range_cf(self.db.cf(CF_LOG), from.to_vec(), to)?;
         Ok(())
     }
+}
+
+fn decode_entry<C: RaftTypeConfig>(value: &[u8]) -> Result<EntryOf<C>, StorageError> {
+    postcard::from_bytes(value).map_err(|source| StorageError::Decode {
+        what: "log entry",
+        source,
+    })
 }
 
 impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
@@ -208,6 +232,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     {
         let cf = self.db.cf(CF_LOG);
         let mut batch = WriteBatch::default();
+        let mut encoded = Vec::new();
         let mut bytes = 0usize;
         for entry in entries {
             let value = postcard::to_allocvec(&entry).map_err(|source| StorageError::Encode {
@@ -215,12 +240,20 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
                 source,
             })?;
             bytes += value.len();
-            batch.put_cf(cf, keys::log_key(self.group, entry.index()), value);
+            batch.put_cf(cf, keys::log_key(self.group, entry.index()), &value);
+            encoded.push((entry.index(), value));
         }
         metrics::counter!("ferry_storage_log_appended_bytes_total").increment(bytes as u64);
         // Written now so that the entries are readable when this returns; acknowledged once the
         // shared sync thread has the WAL on disk.
         self.db.db().write(batch).map_err(StorageError::from)?;
+        // Kept only once in RocksDB: a read meanwhile finds its last entries missing here and reads
+        // RocksDB. Appends, truncations and purges of a group come one at a time from its core.
+        let mut recent = self.recent();
+        for (index, value) in encoded {
+            recent.push(index, value);
+        }
+        drop(recent);
         self.db
             .after_sync(Box::new(move |result| callback.io_completed(result)));
         Ok(())
