@@ -498,10 +498,17 @@ async fn leadership_returns_to_the_first_replica_after_a_restart() {
         }
         true
     };
+    // Sends all along: a partition that goes quiet (idle) is never handed over, and every send
+    // must be served through the hand-overs.
+    let clients = cluster.clients();
+    let mut ledger = Ledger::default();
+    let mut batch = 0;
     let groups = wait_for(
         LEADER_TIMEOUT,
         "the queue's partitions are led by their first replicas",
         async || {
+            batch += 1;
+            send_ten(&clients, QUEUE, batch, &mut ledger).await;
             let groups = cluster.queue_groups(QUEUE).await;
             (groups.len() == PARTITIONS as usize && led_by_first_replicas(&cluster, &groups).await)
                 .then_some(groups)
@@ -516,31 +523,22 @@ async fn leadership_returns_to_the_first_replica_after_a_restart() {
     assert_ne!(stand_in, victim);
     cluster.restart(victim).await;
 
-    // Sends all along: they must be served through the hand-over, and a partition that goes quiet
-    // (idle) is never handed over.
-    let clients = cluster.clients();
-    let mut acked = HashSet::new();
-    let mut unknown = HashSet::new();
-    let mut attempted = HashSet::new();
-    let mut batch = 0;
     wait_until(
         HAND_BACK_TIMEOUT,
         "every partition is led by its first replica again",
         async || {
             batch += 1;
-            let bodies: Vec<String> = (0..10).map(|i| format!("b{batch}-{i}")).collect();
-            attempted.extend(bodies.iter().cloned());
-            let outcome = send_bodies(&clients, batch, QUEUE, bodies, SEND_ATTEMPTS).await;
-            assert!(
-                outcome.unexpected.is_empty() && outcome.rejected.is_empty(),
-                "sends failed during the hand-back: {outcome:?}"
-            );
-            acked.extend(outcome.acked);
-            unknown.extend(outcome.unknown);
+            send_ten(&clients, QUEUE, batch, &mut ledger).await;
             led_by_first_replicas(&cluster, &groups).await
         },
     )
     .await;
+    assert!(
+        ledger.unexpected.is_empty() && ledger.rejected.is_empty(),
+        "sends failed around the hand-overs: {:?}, {} refused",
+        ledger.unexpected,
+        ledger.rejected.len()
+    );
     assert!(
         cluster
             .log_text(stand_in)
@@ -561,9 +559,25 @@ async fn leadership_returns_to_the_first_replica_after_a_restart() {
                     *received.entry(message.body).or_default() += 1;
                 }
             }
-            acked.iter().all(|body| received.contains_key(body))
+            ledger.acked.iter().all(|body| received.contains_key(body))
         },
     )
     .await;
-    assert_no_loss_or_phantom(&attempted, &acked, &unknown, &received);
+    assert_no_loss_or_phantom(&ledger.attempted, &ledger.acked, &ledger.unknown, &received);
+}
+
+/// Sends ten new bodies to `queue` in one batch (the `batch`-th), recording them in `ledger`.
+async fn send_ten(
+    clients: &[FerryClient<Channel>],
+    queue: &str,
+    batch: usize,
+    ledger: &mut Ledger,
+) {
+    let bodies: Vec<String> = (0..10).map(|i| format!("b{batch}-{i}")).collect();
+    ledger.attempted.extend(bodies.iter().cloned());
+    let outcome = send_bodies(clients, batch, queue, bodies, SEND_ATTEMPTS).await;
+    ledger.acked.extend(outcome.acked);
+    ledger.unknown.extend(outcome.unknown);
+    ledger.rejected.extend(outcome.rejected);
+    ledger.unexpected.extend(outcome.unexpected);
 }
