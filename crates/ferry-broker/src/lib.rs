@@ -60,8 +60,7 @@ const MAX_LIST_RESULTS: u32 = 1_000;
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 const EXPIRE_PER_ROUND: u32 = 1_000;
 /// A partition leader hands leadership to the partition's first replica (placement spreads those
-/// evenly) at most this often, and only if that replica is at most this many entries behind.
-const HAND_OVER_INTERVAL: Duration = Duration::from_secs(10);
+/// evenly) only if that replica is at most this many entries behind.
 const HAND_OVER_MAX_LAG: u64 = 64;
 /// Dead-lettered messages a partition leader moves per housekeeping round.
 const DEAD_LETTERS_PER_ROUND: usize = 100;
@@ -88,8 +87,6 @@ pub struct Broker {
     config: BrokerConfig,
     receipts: ReceiptHandle,
     next_partition: AtomicUsize,
-    /// When each led partition last considered handing leadership to its preferred replica.
-    last_hand_over: std::sync::Mutex<HashMap<GroupId, std::time::Instant>>,
 }
 
 impl Broker {
@@ -103,7 +100,6 @@ impl Broker {
             config,
             receipts,
             next_partition: AtomicUsize::new(0),
-            last_hand_over: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -1354,10 +1350,7 @@ impl Broker {
                     if handle.raft.as_leader().is_err() {
                         continue;
                     }
-                    let preferred = partition.replicas.first().copied();
-                    if let Some(preferred) =
-                        preferred.filter(|_| self.hand_over_due(partition.group))
-                    {
+                    if let Some(&preferred) = partition.replicas.first() {
                         if handle
                             .hand_over(self.multi.node_id(), preferred, HAND_OVER_MAX_LAG)
                             .await
@@ -1392,21 +1385,6 @@ impl Broker {
 }
 
 impl Broker {
-    /// Whether a led partition may consider handing over leadership now (and records that it did).
-    fn hand_over_due(&self, group: GroupId) -> bool {
-        let mut last = self
-            .last_hand_over
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let due = last
-            .get(&group)
-            .is_none_or(|at| at.elapsed() >= HAND_OVER_INTERVAL);
-        if due {
-            last.insert(group, std::time::Instant::now());
-        }
-        due
-    }
-
     /// Moves a partition's dead-lettered messages to the queue's dead-letter queue, then forgets them.
     ///
     /// Each message is sent with a deduplication key naming its source partition and sequence number,

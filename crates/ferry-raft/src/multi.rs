@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ const HEARTBEAT_MS: u64 = 500;
 const HEARTBEAT_SUPPRESS_MS: u64 = 500;
 const ELECTION_MIN_MS: u64 = 1_500;
 const ELECTION_MAX_MS: u64 = 3_000;
+/// A leader considers handing its group over at most this often.
+const HAND_OVER_INTERVAL_MS: u64 = 10_000;
 /// A leader hands its group over only if every follower answered a call sent this recently: a
 /// follower it has not heard from lately may be cut off, and the election would then need it.
 const HAND_OVER_RECENT_ACK: Duration = Duration::from_millis(2 * HEARTBEAT_MS);
@@ -46,6 +49,8 @@ pub struct GroupHandle {
     pub raft: Raft,
     pub signals: Arc<GroupSignals>,
     activity: Arc<Activity>,
+    /// When this replica last considered handing the group over (`quiet::clock_ms`); 0: never.
+    last_hand_over_ms: Arc<AtomicU64>,
 }
 
 impl GroupHandle {
@@ -131,8 +136,8 @@ impl GroupHandle {
     }
 
     /// Hands leadership to `preferred` if this replica (`me`) leads the group, `preferred` is another
-    /// member whose log is within `max_lag` entries of ours, and every follower answered lately.
-    /// Spreading leaders by placement puts each node's share of the work on it, instead of wherever
+    /// member whose log is within `max_lag` entries of ours, every follower answered lately, and
+    /// this replica has not considered it in the last 10 s. Spreading leaders by placement puts each node's share of the work on it, instead of wherever
     /// elections happened to land. The leader refuses writes from now until the election the
     /// transfer starts (one round trip, since `preferred` campaigns on the TransferLeader call);
     /// if `preferred` cannot win, the other replicas, woken by the same call, elect one of their
@@ -140,6 +145,12 @@ impl GroupHandle {
     pub async fn hand_over(&self, me: NodeId, preferred: NodeId, max_lag: u64) -> bool {
         use openraft::type_config::async_runtime::WatchReceiver;
         use openraft::Instant as _;
+        let now = quiet::clock_ms();
+        let last = self.last_hand_over_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < HAND_OVER_INTERVAL_MS {
+            return false;
+        }
+        self.last_hand_over_ms.store(now, Ordering::Relaxed);
         let ready = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow_watched();
@@ -167,8 +178,7 @@ impl GroupHandle {
             return false;
         }
         // Tick through the election, however idle the group looks meanwhile.
-        self.activity
-            .hold_until(quiet::clock_ms() + ELECTION_MAX_MS);
+        self.activity.hold_until(now + ELECTION_MAX_MS);
         self.raft.trigger().transfer_leader(preferred).await.is_ok()
     }
 
@@ -356,6 +366,7 @@ impl MultiRaft {
             raft,
             signals,
             activity: Arc::new(Activity::new()),
+            last_hand_over_ms: Arc::default(),
         };
         self.groups
             .write()
