@@ -184,13 +184,16 @@ impl LocalLeader {
     ) -> Result<bool, ExecError> {
         ensure_leader(handle)?;
         let state = self.multi.read_state(handle.group);
-        ferry_queue::has_receivable_message(
-            &state,
-            leader_now(handle),
-            command.fifo,
-            command.max_receive_count,
-        )
-        .map_err(|e| ExecError::Failed(FerryError::internal(e.to_string())))
+        handle
+            .signals
+            .receivable
+            .has_receivable(
+                &state,
+                leader_now(handle),
+                command.fifo,
+                command.max_receive_count,
+            )
+            .map_err(|e| ExecError::Failed(FerryError::internal(e.to_string())))
     }
 
     /// The catalog as of everything committed before this call (a ReadIndex barrier on the leader).
@@ -357,10 +360,13 @@ fn nothing_to_receive(multi: &MultiRaft, handle: &GroupHandle, key: MergeKey) ->
         return false;
     };
     let state = multi.read_state(handle.group);
-    matches!(
-        ferry_queue::has_receivable_message(&state, leader_now(handle), false, max_receive_count),
-        Ok(false)
-    )
+    let receivable = handle.signals.receivable.has_receivable(
+        &state,
+        leader_now(handle),
+        false,
+        max_receive_count,
+    );
+    matches!(receivable, Ok(false))
 }
 
 fn ensure_leader(handle: &GroupHandle) -> Result<(), ExecError> {
@@ -404,45 +410,23 @@ pub(crate) async fn propose(
     }
 }
 
-/// How often a partition's next delayed or in-flight message is read again for its long polls.
-const NEXT_DUE_REFRESH: Duration = Duration::from_millis(250);
-
 /// When a long poll should wake at the latest, given the partition's `state` at `now_ms`: when the
-/// next delayed or in-flight message comes due, when the time read is due a refresh, or at the
-/// deadline. The time is read at most every [`NEXT_DUE_REFRESH`] per partition and node, shared by
-/// all its long polls, not on every apply that wakes a poll: the scan steps over the deletion marks
-/// of every message received and deleted within its visibility timeout, thousands at a high rate
-/// (when each poll read it, it was a fifth of a node's time in a drain). A command that makes a
-/// message due sooner than the time read is noticed up to that much late; one that makes it
-/// receivable now wakes the polls at its apply.
+/// next delayed or in-flight message comes due, or at the deadline. The due time is shared by all
+/// the partition's long polls on this node and read from the index only when no apply since the
+/// last read could have told it (see [`ferry_queue::ReceivableMemo`]); a command that makes a
+/// message receivable now wakes the polls at its apply.
 pub(crate) fn next_wake<S: ferry_queue::StateStore + ?Sized>(
     signals: &GroupSignals,
     state: &S,
     now_ms: u64,
     deadline: tokio::time::Instant,
 ) -> tokio::time::Instant {
+    // A failed read wakes the poll at its deadline, as if nothing were due.
+    let due = signals.receivable.next_due(state, now_ms).ok().flatten();
     let instant_now = tokio::time::Instant::now();
-    let cached = *signals.next_due.lock().unwrap_or_else(|e| e.into_inner());
-    let (read_at, due) = match cached {
-        Some((read_at, due))
-            if instant_now < read_at + NEXT_DUE_REFRESH && due.is_none_or(|at| at > now_ms) =>
-        {
-            (read_at, due)
-        }
-        _ => {
-            // Read without holding the lock: polls that find it stale at once may each read.
-            let due = ferry_queue::next_visibility_change(state, now_ms)
-                .ok()
-                .flatten();
-            *signals.next_due.lock().unwrap_or_else(|e| e.into_inner()) = Some((instant_now, due));
-            (instant_now, due)
-        }
-    };
-    let due_at = due.map(|at| instant_now + Duration::from_millis(at.saturating_sub(now_ms)));
-    let refresh_at = read_at + NEXT_DUE_REFRESH;
-    due_at
-        .map_or(deadline, |at| at.min(deadline))
-        .min(refresh_at)
+    due.map_or(deadline, |at| {
+        (instant_now + Duration::from_millis(at.saturating_sub(now_ms))).min(deadline)
+    })
 }
 
 /// Makes messages received for a caller that has gone visible again at once.

@@ -871,13 +871,11 @@ impl Broker {
             let state = self.multi.read_state(partition.group);
             let now = wall_clock_ms();
             let internal = |e: ferry_queue::StoreError| FerryError::internal(e.to_string());
-            if ferry_queue::has_receivable_message(
-                &state,
-                now,
-                command.fifo,
-                command.max_receive_count,
-            )
-            .map_err(internal)?
+            if replica
+                .signals
+                .receivable
+                .has_receivable(&state, now, command.fifo, command.max_receive_count)
+                .map_err(internal)?
             {
                 // On a follower one poll per node asks (a send wakes every poll of the partition on
                 // every node); the others look again at the next apply, or as soon as this one got

@@ -152,19 +152,21 @@ impl Router {
     /// follower's replica trails its leader by about one append, so a short poll that trusts it may
     /// miss a message sent a moment ago, as SQS's sampling short polls may.
     pub fn replica_shows_nothing(&self, group: GroupId, command: &ReceiveCommand) -> bool {
-        if command.attempt_id.is_some() || self.multi.group(group).is_none() {
+        let Some(replica) = self
+            .multi
+            .group(group)
+            .filter(|_| command.attempt_id.is_none())
+        else {
             return false;
-        }
+        };
         let state = self.multi.read_state(group);
-        matches!(
-            ferry_queue::has_receivable_message(
-                &state,
-                wall_clock_ms(),
-                command.fifo,
-                command.max_receive_count
-            ),
-            Ok(false)
-        )
+        let receivable = replica.signals.receivable.has_receivable(
+            &state,
+            wall_clock_ms(),
+            command.fifo,
+            command.max_receive_count,
+        );
+        matches!(receivable, Ok(false))
     }
 
     /// Whether this node leads `group` as far as it knows: a request for it needs no forwarding.

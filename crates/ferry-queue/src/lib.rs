@@ -9,6 +9,7 @@
 
 mod keys;
 mod machine;
+mod memo;
 mod model;
 mod record;
 
@@ -16,6 +17,7 @@ pub use machine::{
     apply, approximate_counts, dead_letters, has_receivable_message, next_visibility_change,
     oldest_sent_at,
 };
+pub use memo::ReceivableMemo;
 pub use model::*;
 
 /// Why a store operation failed (IO or corrupt data); the node stops applying on such an error.

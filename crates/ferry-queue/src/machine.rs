@@ -56,6 +56,8 @@ struct Tx<'a, S: StateStore> {
     messages: BTreeMap<u64, Option<MessageState>>,
     /// The oldest message of each group touched by this command (None: the group is empty).
     heads: HashMap<String, Option<u64>>,
+    /// The visible times of the index entries this command wrote.
+    indexed: Option<Indexed>,
 }
 
 impl<'a, S: StateStore> Tx<'a, S> {
@@ -66,6 +68,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
             meta,
             messages: BTreeMap::new(),
             heads: HashMap::new(),
+            indexed: None,
         })
     }
 
@@ -85,6 +88,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
         self.store
             .put(keys::visibility(record.visible_at_ms, seq), state.clone());
         self.meta.visibility_floor = self.meta.visibility_floor.min(record.visible_at_ms);
+        self.indexed = Some(Indexed::with(self.indexed, record.visible_at_ms));
         self.store.put(keys::message(seq), state);
         self.messages.insert(seq, Some(record));
         Ok(())
@@ -214,10 +218,11 @@ impl<'a, S: StateStore> Tx<'a, S> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(), StoreError> {
+    /// Writes the partition's counters; returns the visible times the command indexed.
+    fn finish(mut self) -> Result<Option<Indexed>, StoreError> {
         self.advance_message_floor()?;
         self.store.put(keys::META.to_vec(), encode(&self.meta)?);
-        Ok(())
+        Ok(self.indexed)
     }
 }
 
@@ -227,7 +232,7 @@ pub fn apply<S: StateStore>(
     store: &mut S,
     ctx: ApplyContext,
     command: QueueCommand,
-) -> Result<QueueResult, StoreError> {
+) -> Result<Applied, StoreError> {
     let mut tx = Tx::begin(store)?;
     let result = match command {
         QueueCommand::Send { messages } => send(&mut tx, ctx, messages)?,
@@ -266,8 +271,8 @@ pub fn apply<S: StateStore>(
             QueueResult::DeadLettersAcked
         }
     };
-    tx.finish()?;
-    Ok(result)
+    let indexed = tx.finish()?;
+    Ok(Applied { result, indexed })
 }
 
 fn send<S: StateStore>(

@@ -17,6 +17,39 @@ pub struct ApplyContext {
     pub reply_wanted: bool,
 }
 
+/// What applying a command did: its result, and what a replica's readers need to know of it.
+#[derive(Debug)]
+pub struct Applied {
+    pub result: QueueResult,
+    /// The visible times of the visibility index entries the command wrote, if it wrote any.
+    /// Commands add index entries only this way, and removals only make the next due time later,
+    /// so readers told of every command know when to look again without scanning the index.
+    pub indexed: Option<Indexed>,
+}
+
+/// The visible times of a command's new index entries all lie in `earliest..=latest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Indexed {
+    pub earliest: u64,
+    pub latest: u64,
+}
+
+impl Indexed {
+    /// The span widened to take in `at`.
+    pub fn with(span: Option<Self>, at: u64) -> Self {
+        span.map_or(
+            Self {
+                earliest: at,
+                latest: at,
+            },
+            |span| Self {
+                earliest: span.earliest.min(at),
+                latest: span.latest.max(at),
+            },
+        )
+    }
+}
+
 /// A message as the leader prepared it for sending: ids and delays already resolved and validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewMessage {

@@ -37,7 +37,7 @@ impl Partition {
         };
         apply(&mut self.follower, follower_ctx, command.clone()).unwrap();
         self.follower.commit();
-        let result = apply(&mut self.store, ctx, command).unwrap();
+        let result = apply(&mut self.store, ctx, command).unwrap().result;
         self.store.commit();
         assert!(self.store.contents() == self.follower.contents());
         result

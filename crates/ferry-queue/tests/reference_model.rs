@@ -165,6 +165,8 @@ proptest! {
         max_receive_count in prop_oneof![Just(None), (1u32..4).prop_map(Some)],
     ) {
         let mut store = MemStore::default();
+        // Shared answers about `store`, as a node's long polls ask them between commands.
+        let memo = ReceivableMemo::default();
         // A follower: applies the same commands with nobody waiting for their results.
         let mut follower = MemStore::default();
         let mut model = Model { next_seq: 1, fifo, max_receive_count, ..Model::default() };
@@ -178,7 +180,11 @@ proptest! {
             index += 1;
             let ctx = ApplyContext { now_ms: now, log_index: index, reply_wanted: true };
             let command = match &op {
-                Op::Advance(ms) => { now += ms; continue; }
+                Op::Advance(ms) => {
+                    now += ms;
+                    check_memo(&memo, &store, &model, now)?;
+                    continue;
+                }
                 Op::Send { count, delay_s } => QueueCommand::Send {
                     messages: (0..*count).map(|i| NewMessage {
                         message_id: format!("m{index}-{i}"),
@@ -216,8 +222,10 @@ proptest! {
             };
             apply(&mut follower, ApplyContext { reply_wanted: false, ..ctx }, command.clone()).unwrap();
             follower.commit();
-            let result = apply(&mut store, ctx, command).unwrap();
+            let applied = apply(&mut store, ctx, command).unwrap();
             store.commit();
+            memo.applied(applied.indexed);
+            let result = applied.result;
             prop_assert!(store.contents() == follower.contents(), "a follower's state differs after {:?}", op);
 
             match (&op, result) {
@@ -287,6 +295,41 @@ proptest! {
             prop_assert_eq!(has_receivable_message(&store, now, fifo, max_receive_count).unwrap(), !deliver.is_empty() || !dead.is_empty());
             let next = model.messages.values().map(|m| m.visible_at).filter(|at| *at > now).min();
             prop_assert_eq!(next_visibility_change(&store, now).unwrap(), next);
+            check_memo(&memo, &store, &model, now)?;
         }
     }
+}
+
+/// The memo answers as the state does: receivable exactly when the model says so, and a next due
+/// time no later than the model's (a message it remembers may have been deleted since).
+fn check_memo(
+    memo: &ReceivableMemo,
+    store: &MemStore,
+    model: &Model,
+    now: u64,
+) -> Result<(), TestCaseError> {
+    let (deliver, dead) = model.select(now, 1);
+    let receivable = memo
+        .has_receivable(store, now, model.fifo, model.max_receive_count)
+        .unwrap();
+    prop_assert_eq!(
+        receivable,
+        !deliver.is_empty() || !dead.is_empty(),
+        "memo at {}",
+        now
+    );
+    let next = model
+        .messages
+        .values()
+        .map(|m| m.visible_at)
+        .filter(|at| *at > now)
+        .min();
+    match memo.next_due(store, now).unwrap() {
+        None => prop_assert_eq!(next, None, "memo knows of no message due after {}", now),
+        Some(due) => prop_assert!(
+            next.is_none_or(|next| next >= due),
+            "memo says {due}, model {next:?}"
+        ),
+    }
+    Ok(())
 }

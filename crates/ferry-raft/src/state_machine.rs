@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ferry_catalog::CatalogView;
-use ferry_queue::ApplyContext;
+use ferry_queue::{ApplyContext, Indexed, ReceivableMemo};
 use ferry_storage::{GroupState, LogStore, NodeDb, SnapshotFile};
 use ferry_types::GroupId;
 use futures::{Stream, TryStreamExt};
@@ -34,9 +34,9 @@ pub struct GroupSignals {
     /// Held by the one long poll on this node that asks the group's leader for what this follower
     /// replica shows; the others wait instead of all asking at once.
     pub leader_ask: tokio::sync::Mutex<()>,
-    /// When the replica's next delayed or in-flight message comes due (`None`: none is), and when
-    /// that was read. The group's long polls on this node share one read instead of each scanning.
-    pub next_due: std::sync::Mutex<Option<(tokio::time::Instant, Option<u64>)>>,
+    /// Whether the replica holds something to receive, and when the next message comes due: one
+    /// answer for all the group's long polls and receive rounds on this node, told of every apply.
+    pub receivable: ReceivableMemo,
 }
 
 pub struct GroupStateMachine {
@@ -78,13 +78,14 @@ impl GroupStateMachine {
         Ok(machine)
     }
 
-    /// Applies one command; `reply_wanted` says whether a caller waits for its result here.
+    /// Applies one command; `reply_wanted` says whether a caller waits for its result here. Also
+    /// returns the visible times of the messages it indexed (queue commands).
     fn apply_command(
         &mut self,
         command: Command,
         log_id: &LogId,
         reply_wanted: bool,
-    ) -> io::Result<CommandResult> {
+    ) -> io::Result<(CommandResult, Option<Indexed>)> {
         let now_ms = command.now_ms.max(self.applied.last_time_ms);
         self.applied.last_time_ms = now_ms;
         let result = match (command.body, self.group.is_catalog()) {
@@ -94,12 +95,14 @@ impl GroupStateMachine {
                     log_index: log_id.index,
                     reply_wanted,
                 };
-                ferry_queue::apply(&mut self.state, context, command).map(CommandResult::Queue)
+                ferry_queue::apply(&mut self.state, context, command)
+                    .map(|applied| (CommandResult::Queue(applied.result), applied.indexed))
             }
             (CommandBody::Catalog(command), true) => {
-                ferry_catalog::apply(&mut self.state, now_ms, &command).map(CommandResult::Catalog)
+                ferry_catalog::apply(&mut self.state, now_ms, &command)
+                    .map(|result| (CommandResult::Catalog(result), None))
             }
-            _ => Ok(CommandResult::WrongGroup),
+            _ => Ok((CommandResult::WrongGroup, None)),
         };
         result.map_err(|e| {
             self.state.discard();
@@ -161,12 +164,12 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let mut catalog_changed = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             self.applied.last_log_id = Some(entry.log_id);
-            let result = match entry.payload {
-                EntryPayload::Blank => CommandResult::None,
+            let (result, indexed) = match entry.payload {
+                EntryPayload::Blank => (CommandResult::None, None),
                 EntryPayload::Membership(membership) => {
                     self.applied.membership =
                         RaftStoredMembership::new(Some(entry.log_id), membership);
-                    CommandResult::None
+                    (CommandResult::None, None)
                 }
                 EntryPayload::Normal(command) => {
                     catalog_changed |= matches!(command.body, CommandBody::Catalog(_));
@@ -174,6 +177,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 }
             };
             self.state.commit(&encode(&self.applied)?)?;
+            // Before the caller hears of it: its next request must not get an answer from before.
+            self.signals.receivable.applied(indexed);
             if let Some(responder) = responder {
                 responder.send(result);
             }
@@ -219,6 +224,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             path: snapshot.path.to_string_lossy().into_owned(),
         };
         Self::set_current_snapshot(&self.db, self.group, &record)?;
+        self.signals.receivable.replaced();
         self.signals
             .last_time_ms
             .store(self.applied.last_time_ms, Ordering::Release);

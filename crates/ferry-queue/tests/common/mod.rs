@@ -20,6 +20,7 @@ enum Write {
 
 impl MemStore {
     /// Every committed key and value.
+    #[allow(dead_code)] // not every test binary compares whole states
     pub fn contents(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
         &self.data
     }
