@@ -715,8 +715,8 @@ fn scan_due<S: StateStore + ?Sized>(
     failure.map_or(Ok(()), Err)
 }
 
-/// Whether a receive at `now_ms` would do anything (deliver, or dead-letter); long polls check this
-/// before proposing.
+/// Whether a receive at `now_ms` would do anything (deliver, or dead-letter). Readers on a node ask
+/// through the replica's [`crate::ReceivableMemo`], which calls this only when it cannot answer.
 pub fn has_receivable_message<S: StateStore + ?Sized>(
     store: &S,
     now_ms: u64,
@@ -737,7 +737,9 @@ pub fn has_receivable_message<S: StateStore + ?Sized>(
     Ok(!selection.deliver.is_empty() || !selection.dead.is_empty())
 }
 
-/// The earliest time after `now_ms` at which a delayed or in-flight message becomes receivable.
+/// The earliest time after `now_ms` at which a delayed or in-flight message becomes receivable. A
+/// scan over the deletion marks of recently deleted messages: readers ask the replica's
+/// [`crate::ReceivableMemo`] instead, which calls this only when what it knows has run out.
 pub fn next_visibility_change<S: StateStore + ?Sized>(
     store: &S,
     now_ms: u64,
