@@ -182,7 +182,7 @@ proptest! {
             let command = match &op {
                 Op::Advance(ms) => {
                     now += ms;
-                    check_memo(&memo, &store, &model, now)?;
+                    check_receivable(&memo, &store, &model, now)?;
                     continue;
                 }
                 Op::Send { count, delay_s } => QueueCommand::Send {
@@ -291,30 +291,31 @@ proptest! {
             }
 
             prop_assert_eq!(approximate_counts(&store, now).unwrap(), model.counts(now));
-            let (deliver, dead) = model.select(now, 1);
-            prop_assert_eq!(has_receivable_message(&store, now, fifo, max_receive_count).unwrap(), !deliver.is_empty() || !dead.is_empty());
-            let next = model.messages.values().map(|m| m.visible_at).filter(|at| *at > now).min();
-            prop_assert_eq!(next_visibility_change(&store, now).unwrap(), next);
-            check_memo(&memo, &store, &model, now)?;
+            check_receivable(&memo, &store, &model, now)?;
         }
     }
 }
 
-/// The memo answers as the state does: receivable exactly when the model says so, and a next due
-/// time no later than the model's (a message it remembers may have been deleted since).
-fn check_memo(
+/// Whether something is receivable at `now` and when the next message comes due, read from the
+/// state and from the memo, against the model. The memo may name an earlier due time than the
+/// state (a message it remembers may have been deleted since), never a later one.
+fn check_receivable(
     memo: &ReceivableMemo,
     store: &MemStore,
     model: &Model,
     now: u64,
 ) -> Result<(), TestCaseError> {
+    let (fifo, max_receive_count) = (model.fifo, model.max_receive_count);
     let (deliver, dead) = model.select(now, 1);
-    let receivable = memo
-        .has_receivable(store, now, model.fifo, model.max_receive_count)
-        .unwrap();
+    let receivable = !deliver.is_empty() || !dead.is_empty();
     prop_assert_eq!(
+        has_receivable_message(store, now, fifo, max_receive_count).unwrap(),
+        receivable
+    );
+    prop_assert_eq!(
+        memo.has_receivable(store, now, fifo, max_receive_count)
+            .unwrap(),
         receivable,
-        !deliver.is_empty() || !dead.is_empty(),
         "memo at {}",
         now
     );
@@ -324,6 +325,7 @@ fn check_memo(
         .map(|m| m.visible_at)
         .filter(|at| *at > now)
         .min();
+    prop_assert_eq!(next_visibility_change(store, now).unwrap(), next);
     match memo.next_due(store, now).unwrap() {
         None => prop_assert_eq!(next, None, "memo knows of no message due after {}", now),
         Some(due) => prop_assert!(
