@@ -352,33 +352,9 @@ async fn quiet_groups_wake_for_requests_and_after_a_leader_crash() {
     const QUEUE: &str = "quiet";
     let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
     let mut client = cluster.client(1);
-    client
-        .create_queue(CreateQueueRequest {
-            queue_name: QUEUE.into(),
-            partitions: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("create the queue");
-    let group = wait_for(
-        LEADER_TIMEOUT,
-        "the queue's partition has a leader",
-        async || {
-            let groups = cluster.queue_groups(QUEUE).await;
-            let &[group] = &groups[..] else { return None };
-            cluster.leader_of(group).await.map(|_| group)
-        },
-    )
-    .await;
-    let send = async |client: &mut FerryClient<Channel>, body: &str| {
-        client
-            .send_message(ferry_proto::v1::SendMessageRequest {
-                queue_name: QUEUE.into(),
-                body: body.into(),
-                ..Default::default()
-            })
-            .await
-    };
+    let group = create_one_partition_queue(&cluster, QUEUE).await;
+    let send =
+        async |client: &mut FerryClient<Channel>, body: &str| send_body(client, QUEUE, body).await;
     send(&mut client, "before").await.expect("send before");
 
     let all_quiet = async |cluster: &TestCluster| {
@@ -580,4 +556,144 @@ async fn send_ten(
     ledger.unknown.extend(outcome.unknown);
     ledger.rejected.extend(outcome.rejected);
     ledger.unexpected.extend(outcome.unexpected);
+}
+
+/// The internal service (Raft traffic and forwarded requests, on the public gRPC port) takes calls
+/// from members only: a caller without the cluster key, or with a key from another secret, is
+/// refused with `Unauthenticated`; a member restarted with the wrong secret
+/// cannot rejoin (its calls and its peers' are refused both ways) while the other two keep
+/// serving, and rejoins once it has the right one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_service_refuses_callers_without_the_cluster_key() {
+    use ferry_proto::internal::internal_client::InternalClient;
+    use ferry_proto::internal::{RaftBatchRequest, RaftKind, RaftRequest};
+
+    const QUEUE: &str = "members-only";
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let group = create_one_partition_queue(&cluster, QUEUE).await;
+
+    // A stranger's vote request for the partition, the most disruptive call there is.
+    let vote = RaftBatchRequest {
+        calls: vec![RaftRequest {
+            group,
+            kind: RaftKind::Vote as i32,
+            payload: vec![0xFF; 16].into(),
+        }],
+        ..Default::default()
+    };
+    let channel = Channel::from_shared(format!("http://{}", cluster.grpc_addr(1)))
+        .expect("node address")
+        .connect_timeout(common::CONNECT_TIMEOUT)
+        .timeout(common::RPC_TIMEOUT)
+        .connect()
+        .await
+        .expect("connect to node 1");
+    let refused = InternalClient::new(channel.clone())
+        .raft_batch(vote.clone())
+        .await
+        .expect_err("a call without the key");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let mut impostor = InternalClient::with_interceptor(
+        channel,
+        ferry_raft::AttachClusterKey::new(ferry_raft::ClusterKey::from_secret(b"a guess")),
+    );
+    let refused = impostor
+        .raft_batch(vote)
+        .await
+        .expect_err("a call with another secret's key");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    // Node 3 back with the wrong secret: refused by its peers, refusing them.
+    cluster.terminate(3).await;
+    cluster.set_cluster_secret(3, "not this cluster's");
+    cluster.spawn(3);
+    let refusals = async |cluster: &TestCluster, id: u64| -> u64 {
+        let Some((200, text)) = common::http_get(cluster.admin_addr(id), "/metrics").await else {
+            return 0;
+        };
+        text.lines()
+            .filter(|line| line.starts_with("ferry_internal_unauthenticated_total"))
+            .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let before = refusals(&cluster, 1).await + refusals(&cluster, 2).await;
+    wait_until(
+        LEADER_TIMEOUT,
+        "the members refuse node 3's calls and node 3 refuses theirs",
+        async || {
+            refusals(&cluster, 1).await + refusals(&cluster, 2).await > before
+                && refusals(&cluster, 3).await > 0
+        },
+    )
+    .await;
+    let send =
+        async |client: &mut FerryClient<Channel>, body: &str| send_body(client, QUEUE, body).await;
+    let mut first = cluster.client(1);
+    wait_for(
+        LEADER_TIMEOUT,
+        "the two members acknowledge a send without node 3",
+        async || send(&mut first, "two of three").await.ok(),
+    )
+    .await;
+    let applied = async |id: u64| {
+        let groups = cluster.try_groups(id).await.unwrap_or_default();
+        groups
+            .iter()
+            .find(|g| g.group == group)
+            .and_then(|g| g.last_applied)
+    };
+    let members = applied(1).await.max(applied(2).await);
+    let outsider = applied(3).await;
+    assert!(
+        outsider < members,
+        "node 3 applied {outsider:?} of the partition's log without hearing from a member ({members:?})"
+    );
+
+    cluster.terminate(3).await;
+    cluster.set_cluster_secret(3, common::CLUSTER_SECRET);
+    cluster.restart(3).await;
+    let mut third = cluster.client(3);
+    wait_for(
+        LEADER_TIMEOUT,
+        "a send through the rejoined node is acknowledged",
+        async || send(&mut third, "three of three").await.ok(),
+    )
+    .await;
+}
+
+/// Creates `queue` with one partition and returns its group once the group has a leader.
+async fn create_one_partition_queue(cluster: &TestCluster, queue: &str) -> u64 {
+    cluster
+        .client(1)
+        .create_queue(CreateQueueRequest {
+            queue_name: queue.into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("create the queue");
+    wait_for(
+        LEADER_TIMEOUT,
+        "the queue's partition has a leader",
+        async || {
+            let groups = cluster.queue_groups(queue).await;
+            let &[group] = &groups[..] else { return None };
+            cluster.leader_of(group).await.map(|_| group)
+        },
+    )
+    .await
+}
+
+async fn send_body(
+    client: &mut FerryClient<Channel>,
+    queue: &str,
+    body: &str,
+) -> Result<tonic::Response<ferry_proto::v1::SendMessageResponse>, tonic::Status> {
+    client
+        .send_message(ferry_proto::v1::SendMessageRequest {
+            queue_name: queue.into(),
+            body: body.into(),
+            ..Default::default()
+        })
+        .await
 }

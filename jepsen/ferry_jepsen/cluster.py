@@ -46,6 +46,8 @@ class Cluster:
         self.clock = clock
         self.extra_args = list(extra_args)
         self.nodes = {i: Node(i, run_dir) for i in range(1, n + 1)}
+        # Shared by this cluster's nodes for the run; restarts keep it.
+        self.cluster_secret = "jepsen-" + os.urandom(16).hex()
         self.faketime = libfaketime_path() if clock else None
         if clock and not self.faketime:
             raise HarnessError("clock faults need libfaketime (apt-get install -y faketime)")
@@ -65,6 +67,7 @@ class Cluster:
             return
         os.makedirs(node.data, exist_ok=True)
         env = dict(os.environ)
+        env["FERRY_CLUSTER_SECRET"] = self.cluster_secret
         env.setdefault("RUST_LOG", "info")
         if self.faketime:
             if not os.path.exists(node.clock_file):

@@ -46,6 +46,8 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Lines of each node's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 120;
+/// The secret every node of a test cluster shares (see `cluster_secret` in deploy/ferry.toml).
+pub const CLUSTER_SECRET: &str = "ferry-test-cluster-secret";
 /// Room for a 1 MiB message plus framing in responses.
 const MAX_RESPONSE_BYTES: usize = 8 << 20;
 
@@ -93,6 +95,8 @@ struct Node {
     log: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// `FERRY_CLUSTER_SECRET` of its next start.
+    cluster_secret: String,
 }
 
 pub struct TestCluster {
@@ -131,6 +135,7 @@ impl TestCluster {
                     log: dir.path().join(format!("node-{id}.log")),
                     child: None,
                     starts: 0,
+                    cluster_secret: CLUSTER_SECRET.to_owned(),
                 }
             })
             .collect();
@@ -254,6 +259,7 @@ impl TestCluster {
         }
         // The node's own default log filter unless the caller sets RUST_LOG; plain text in files.
         cmd.env("NO_COLOR", "1")
+            .env("FERRY_CLUSTER_SECRET", &node.cluster_secret)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -335,6 +341,11 @@ impl TestCluster {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// The cluster secret node `id` gets when it next starts.
+    pub fn set_cluster_secret(&mut self, id: u64, secret: &str) {
+        self.node_mut(id).cluster_secret = secret.to_owned();
     }
 
     /// Starts a stopped node again with the same flags and data directory, and waits until it is

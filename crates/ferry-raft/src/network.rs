@@ -29,8 +29,10 @@ use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::cluster_key::{AttachClusterKey, ClusterKey};
 use crate::quiet::{self, QuiesceRequest};
 use crate::types::{decode, encode, Snapshot, TypeConfig, Vote};
 
@@ -91,11 +93,15 @@ impl ForwardError {
 }
 
 /// Routes Raft RPCs and forwarded requests to peer nodes.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RaftRouter {
     peers: Arc<RwLock<HashMap<NodeId, Peer>>>,
     sender: Sender,
+    key: ClusterKey,
 }
+
+/// A peer's internal service, every call carrying the cluster key.
+type PeerClient = InternalClient<InterceptedService<Channel, AttachClusterKey>>;
 
 /// Who stamps the batches: this node, and a number that differs on every start of it.
 #[derive(Clone, Copy, Default)]
@@ -107,7 +113,7 @@ struct Sender {
 #[derive(Clone)]
 struct Peer {
     addr: String,
-    client: InternalClient<Channel>,
+    client: PeerClient,
     /// Raft calls waiting for the peer's batcher task, which ends when the last sender is dropped.
     raft_calls: mpsc::Sender<QueuedCall>,
 }
@@ -147,14 +153,16 @@ struct QueuedCall {
 }
 
 impl RaftRouter {
-    /// A router for the node `node`, whose batches name it (and this start of it) to their receivers.
-    pub fn for_node(node: NodeId) -> Self {
+    /// A router for the node `node`, whose batches name it (and this start of it) to their receivers
+    /// and whose calls carry `key`.
+    pub fn for_node(node: NodeId, key: ClusterKey) -> Self {
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |since| since.as_nanos() as u64);
         Self {
             peers: Arc::default(),
             sender: Sender { node, boot },
+            key,
         }
     }
 
@@ -174,9 +182,10 @@ impl RaftRouter {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
-        let client = InternalClient::new(channel)
-            .max_decoding_message_size(MAX_INTERNAL_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES);
+        let client =
+            InternalClient::with_interceptor(channel, AttachClusterKey::new(self.key.clone()))
+                .max_decoding_message_size(MAX_INTERNAL_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES);
         let (raft_calls, queue) = mpsc::channel(RAFT_CALLS_QUEUED);
         tokio::spawn(send_raft_batches(client.clone(), queue, self.sender));
         peers.insert(
@@ -205,7 +214,7 @@ impl RaftRouter {
             .cloned()
     }
 
-    fn client(&self, node: NodeId) -> Option<InternalClient<Channel>> {
+    fn client(&self, node: NodeId) -> Option<PeerClient> {
         self.peer(node).map(|peer| peer.client)
     }
 
@@ -305,7 +314,7 @@ impl RaftRouter {
 /// alone; under load the calls of many groups share an RPC. With nothing to send for
 /// [`quiet::PING_INTERVAL`], it sends an empty batch, so the peer keeps hearing from this node.
 async fn send_raft_batches(
-    client: InternalClient<Channel>,
+    client: PeerClient,
     mut queue: mpsc::Receiver<QueuedCall>,
     sender: Sender,
 ) {
@@ -359,11 +368,7 @@ async fn send_raft_batches(
 }
 
 /// Sends one batch and hands every caller its reply (or the RPC's failure).
-async fn send_raft_batch(
-    mut client: InternalClient<Channel>,
-    batch: Vec<QueuedCall>,
-    sender: Sender,
-) {
+async fn send_raft_batch(mut client: PeerClient, batch: Vec<QueuedCall>, sender: Sender) {
     count_sent(if batch.is_empty() {
         "ping"
     } else {
@@ -593,6 +598,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster_key::RequireClusterKey;
     use ferry_proto::internal::internal_server::{Internal, InternalServer};
     use ferry_proto::internal::{ForwardReply, RaftBatchReply, RaftReply};
     use std::sync::Mutex;
@@ -616,16 +622,26 @@ mod tests {
 
         /// Serves the peer on a free loopback port; returns a router that knows it as node 2.
         async fn serve(self) -> RaftRouter {
+            let key = ClusterKey::random();
+            let router = RaftRouter::for_node(1, key.clone());
+            router.set_address(2, &self.serve_requiring(key).await);
+            router
+        }
+
+        /// Serves the peer on a free loopback port, taking only calls that carry `key`; returns
+        /// its address.
+        async fn serve_requiring(self, key: ClusterKey) -> String {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(
                 tonic::transport::Server::builder()
-                    .add_service(InternalServer::new(self))
+                    .add_service(InterceptedService::new(
+                        InternalServer::new(self),
+                        RequireClusterKey::new(key),
+                    ))
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
             );
-            let router = RaftRouter::default();
-            router.set_address(2, &addr.to_string());
-            router
+            addr.to_string()
         }
 
         fn refuse(&self, group: u64) -> bool {
@@ -757,6 +773,48 @@ mod tests {
         );
     }
 
+    /// A node answers the Raft calls and forwarded requests of callers that carry the cluster key
+    /// and refuses everyone else's.
+    #[tokio::test]
+    async fn calls_without_the_cluster_key_are_refused() {
+        let key = ClusterKey::from_secret(b"members only");
+        let addr = DoublingPeer::refusing(0).serve_requiring(key.clone()).await;
+        let call = |router: RaftRouter| {
+            router.set_address(2, &addr);
+            async move {
+                let raft: Result<u64, _> = router
+                    .raft_call(
+                        2,
+                        GroupId(1),
+                        RaftKind::Append,
+                        &21u64,
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                let forward = router
+                    .forward(2, GroupId(1), Bytes::new(), Duration::from_secs(5))
+                    .await;
+                (raft, forward)
+            }
+        };
+
+        let (raft, forward) = call(RaftRouter::for_node(1, key)).await;
+        assert_eq!(raft.unwrap(), 42);
+        // The peer's own answer to a forward: the call got through.
+        assert!(
+            matches!(&forward, Err(ForwardError::Transport { status, .. }) if status.code() == tonic::Code::Unimplemented),
+            "{forward:?}"
+        );
+
+        let stranger = RaftRouter::for_node(1, ClusterKey::from_secret(b"a guess"));
+        let (raft, forward) = call(stranger).await;
+        assert!(raft.is_err(), "{raft:?}");
+        assert!(
+            matches!(&forward, Err(ForwardError::Transport { status, .. }) if status.code() == tonic::Code::Unauthenticated),
+            "{forward:?}"
+        );
+    }
+
     /// A node that refuses connections never saw the request, so the caller may try elsewhere;
     /// one that accepted the connection and went silent may have run it.
     #[tokio::test]
@@ -773,7 +831,7 @@ mod tests {
             }
         });
 
-        let router = RaftRouter::default();
+        let router = RaftRouter::for_node(1, ClusterKey::random());
         router.set_address(1, &closed_addr.to_string());
         router.set_address(2, &silent_addr.to_string());
         let forward =
@@ -783,7 +841,7 @@ mod tests {
         assert!(refused.surely_not_delivered(), "{refused:?}");
         let unanswered = forward(2).await.unwrap_err();
         assert!(!unanswered.surely_not_delivered(), "{unanswered:?}");
-        let unknown = RaftRouter::default()
+        let unknown = RaftRouter::for_node(1, ClusterKey::random())
             .forward(3, GroupId(7), Bytes::new(), Duration::from_millis(500))
             .await
             .unwrap_err();

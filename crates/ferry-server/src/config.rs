@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ferry_broker::BrokerConfig;
-use ferry_raft::DEFAULT_SNAPSHOT_ENTRIES;
+use ferry_raft::{ClusterKey, DEFAULT_SNAPSHOT_ENTRIES};
 use ferry_sqs::{Credential, Credentials, SqsConfig};
 use ferry_types::NodeId;
 use serde::Deserialize;
@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Raft log entries of a group between snapshots.
     #[arg(long, env = "FERRY_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
+    /// The secret every member shares; only callers that know it reach the internal service.
+    /// Prefer the variable or the file: a flag shows in the process list.
+    #[arg(long, env = "FERRY_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
 }
 
 /// The configuration file. Unknown keys are refused so a typo does not pass silently.
@@ -66,6 +70,7 @@ pub struct FileConfig {
     pub region: Option<String>,
     pub account_id: Option<String>,
     pub receipt_secret: Option<String>,
+    pub cluster_secret: Option<String>,
     pub request_timeout_ms: Option<u64>,
     pub snapshot_entries: Option<u64>,
     /// Base of the queue URLs the SQS endpoint returns (`<base>/<account>/<queue>`); unset: the
@@ -106,6 +111,8 @@ pub struct NodeConfig {
     pub admin_addr: SocketAddr,
     pub peers: BTreeMap<NodeId, String>,
     pub snapshot_entries: u64,
+    /// Required of every call to this node's internal service, and attached to its own.
+    pub cluster_key: ClusterKey,
     pub broker: BrokerConfig,
     pub sqs: SqsConfig,
 }
@@ -181,6 +188,16 @@ impl ServeArgs {
         if snapshot_entries < 10 {
             bail!("snapshot_entries must be at least 10");
         }
+        let cluster_key = match self.cluster_secret.clone().or(file.cluster_secret) {
+            Some(secret) if secret.is_empty() => bail!("cluster_secret must not be empty"),
+            Some(secret) => ClusterKey::from_secret(secret.as_bytes()),
+            // Alone, the node has no callers to admit.
+            None if peers.len() == 1 => ClusterKey::random(),
+            None => bail!(
+                "a cluster of several nodes needs a cluster secret: set FERRY_CLUSTER_SECRET (or \
+                 cluster_secret in the config file) to the same value on every member"
+            ),
+        };
         let sqs_credentials = file
             .sqs_credentials
             .into_iter()
@@ -200,6 +217,7 @@ impl ServeArgs {
         Ok(NodeConfig {
             node_id,
             snapshot_entries,
+            cluster_key,
             sqs,
             data_dir: self
                 .data_dir
@@ -271,7 +289,7 @@ mod tests {
         let path = dir.path().join("ferry.toml");
         std::fs::write(
             &path,
-            "node_id = 2\ndefault_partitions = 8\n[peers]\n1 = \"a:1\"\n2 = \"b:2\"\n",
+            "node_id = 2\ndefault_partitions = 8\ncluster_secret = \"s\"\n[peers]\n1 = \"a:1\"\n2 = \"b:2\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -289,6 +307,31 @@ mod tests {
             ..Default::default()
         };
         assert!(args.resolve().is_err());
+    }
+
+    #[test]
+    fn several_members_need_a_cluster_secret() {
+        let peers = vec!["1=a:1".to_owned(), "2=b:2".to_owned()];
+        let args = ServeArgs {
+            peers: peers.clone(),
+            ..Default::default()
+        };
+        let refused = args.resolve().unwrap_err().to_string();
+        assert!(refused.contains("FERRY_CLUSTER_SECRET"), "{refused}");
+        let args = ServeArgs {
+            peers: peers.clone(),
+            cluster_secret: Some(String::new()),
+            ..Default::default()
+        };
+        assert!(args.resolve().is_err());
+        let args = ServeArgs {
+            peers,
+            cluster_secret: Some("shared".into()),
+            ..Default::default()
+        };
+        assert!(args.resolve().is_ok());
+        // Alone, a node needs none.
+        assert!(ServeArgs::default().resolve().is_ok());
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
 use tokio::sync::watch;
 
 use crate::config::{ServeArgs, DEFAULT_ADMIN_PORT, DEFAULT_GRPC_PORT, DEFAULT_SQS_PORT};
@@ -21,6 +23,12 @@ pub async fn dev(
     let peers: BTreeMap<u64, String> = (1..=NODES)
         .map(|id| (id, loopback(DEFAULT_GRPC_PORT + id as u16).to_string()))
         .collect();
+    // Known to these three nodes only, for as long as they run.
+    let cluster_secret: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut nodes = Vec::new();
     for id in 1..=NODES {
@@ -34,6 +42,7 @@ pub async fn dev(
                 .iter()
                 .map(|(id, addr)| format!("{id}={addr}"))
                 .collect(),
+            cluster_secret: Some(cluster_secret.clone()),
             ..ServeArgs::default()
         };
         let config = args.resolve()?;

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node of a cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local 3-node cluster on loopback.
     Dev {
         /// Where the nodes keep their data.

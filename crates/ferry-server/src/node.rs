@@ -13,12 +13,15 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use ferry_broker::Broker;
 use ferry_grpc::FerryService;
-use ferry_raft::{InternalService, MultiRaft, RaftRouter, MAX_INTERNAL_MESSAGE_BYTES};
+use ferry_raft::{
+    InternalService, MultiRaft, RaftRouter, RequireClusterKey, MAX_INTERNAL_MESSAGE_BYTES,
+};
 use ferry_storage::NodeDb;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::NodeConfig;
@@ -46,7 +49,7 @@ pub async fn run(
     let multi = MultiRaft::new(
         node,
         db.clone(),
-        RaftRouter::for_node(config.node_id),
+        RaftRouter::for_node(config.node_id, config.cluster_key.clone()),
         config.peers.clone(),
         config.snapshot_entries,
     )?;
@@ -64,11 +67,15 @@ pub async fn run(
         .await
         .with_context(|| format!("binding {}", config.admin_addr))?;
 
-    let internal = ferry_proto::internal::internal_server::InternalServer::new(
-        InternalService::new(multi.clone(), broker.forward_handler()),
-    )
-    .max_decoding_message_size(MAX_INTERNAL_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES);
+    let internal = InterceptedService::new(
+        ferry_proto::internal::internal_server::InternalServer::new(InternalService::new(
+            multi.clone(),
+            broker.forward_handler(),
+        ))
+        .max_decoding_message_size(MAX_INTERNAL_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_INTERNAL_MESSAGE_BYTES),
+        RequireClusterKey::new(config.cluster_key.clone()),
+    );
     let grpc_server = tonic::transport::Server::builder()
         // Raft RPCs that time out are reset by the caller; with hundreds of groups on one
         // connection, hyper's default limit of 20 such resets would close the connection every
