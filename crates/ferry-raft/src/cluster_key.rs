@@ -6,8 +6,6 @@
 //! The key travels in the clear like the rest of the traffic (there is no TLS): it keeps out
 //! clients and stray processes, not someone who can read the network between nodes.
 
-use std::sync::Arc;
-
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -23,15 +21,17 @@ const CLUSTER_KEY_HEADER: &str = "x-ferry-cluster-key";
 /// elsewhere is not exposed by the traffic).
 #[derive(Clone)]
 pub struct ClusterKey {
-    token: Arc<str>,
+    /// Hex, so it is valid metadata; cloned into every call (a reference count, not a copy).
+    token: AsciiMetadataValue,
 }
 
 impl ClusterKey {
     pub fn from_secret(secret: &[u8]) -> Self {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any size");
         mac.update(b"ferry internal service v1");
+        let token = hex::encode(mac.finalize().into_bytes());
         Self {
-            token: hex::encode(mac.finalize().into_bytes()).into(),
+            token: AsciiMetadataValue::try_from(token).expect("hex is valid metadata"),
         }
     }
 
@@ -66,9 +66,9 @@ impl AttachClusterKey {
 
 impl Interceptor for AttachClusterKey {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let value = AsciiMetadataValue::try_from(&*self.0.token)
-            .map_err(|_| Status::internal("cluster key is not valid metadata"))?;
-        request.metadata_mut().insert(CLUSTER_KEY_HEADER, value);
+        request
+            .metadata_mut()
+            .insert(CLUSTER_KEY_HEADER, self.0.token.clone());
         Ok(request)
     }
 }
