@@ -560,9 +560,9 @@ async fn send_ten(
 
 /// The internal service (Raft traffic and forwarded requests, on the public gRPC port) takes calls
 /// from members only: a caller without the cluster key, or with a key from another secret, is
-/// refused with `Unauthenticated`; a member restarted with the wrong secret
-/// cannot rejoin (its calls and its peers' are refused both ways) while the other two keep
-/// serving, and rejoins once it has the right one.
+/// refused with `Unauthenticated`; a member restarted with the wrong secret cannot rejoin (its
+/// calls and its peers' are refused both ways) and is not ready while the other two keep serving,
+/// and rejoins once it has the right one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_internal_service_refuses_callers_without_the_cluster_key() {
     use ferry_proto::internal::internal_client::InternalClient;
@@ -626,6 +626,10 @@ async fn the_internal_service_refuses_callers_without_the_cluster_key() {
         },
     )
     .await;
+    assert!(
+        !cluster.is_ready(3).await,
+        "node 3 is ready without hearing from the catalog's leader"
+    );
     let send =
         async |client: &mut FerryClient<Channel>, body: &str| send_body(client, QUEUE, body).await;
     let mut first = cluster.client(1);

@@ -108,11 +108,9 @@ impl Broker {
         Arc::new(self.router.clone())
     }
 
-    /// Whether this node can serve: it knows a leader of the catalog group.
+    /// Whether this node can serve: it is in touch with the catalog group's leader.
     pub fn is_ready(&self) -> bool {
-        self.multi
-            .group(CATALOG_GROUP)
-            .is_some_and(|handle| handle.current_leader().is_some())
+        self.multi.in_touch_with_catalog_leader()
     }
 
     pub fn queue_arn(&self, name: &str) -> String {

@@ -448,6 +448,27 @@ impl MultiRaft {
         }
     }
 
+    /// Whether this node is in touch with the catalog group's leader, which it needs to serve: it
+    /// has heard from the leader's node within the failure detector's silence timeout, or it leads
+    /// and has heard from a majority of the members. A node cut off from the leader (or refused by
+    /// the others, with another cluster secret) is not, though it may remember a leader from before.
+    pub fn in_touch_with_catalog_leader(&self) -> bool {
+        let Some(leader) = self
+            .group(CATALOG_GROUP)
+            .and_then(|handle| handle.current_leader())
+        else {
+            return false;
+        };
+        let now = quiet::clock_ms();
+        let hears =
+            |node: NodeId| node == self.node_id || self.liveness.steady(node, now, u64::MAX);
+        if leader != self.node_id {
+            return hears(leader);
+        }
+        let heard = self.members.keys().filter(|&&node| hears(node)).count();
+        heard * 2 > self.members.len()
+    }
+
     /// Records a message from `node`'s process `boot`.
     pub(crate) fn heard_from(&self, node: NodeId, boot: u64) {
         self.liveness.heard(node, boot);

@@ -166,7 +166,10 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.broker.is_ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no catalog leader yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not in touch with a catalog leader",
+        )
     }
 }
 
