@@ -170,6 +170,14 @@ async fn without_quorum_sends_fail_promptly_and_nothing_acked_is_lost() {
         // OutcomeUnknown: it may have reached the survivor's log and commit once quorum is back.
         ledger.unknown.insert(body);
     }
+    // Leader of the catalog or not, the survivor hears from no majority: a load balancer must see
+    // it unready rather than send it requests that wait out the request timeout.
+    wait_until(
+        NO_QUORUM_TIMEOUT,
+        "the survivor without a quorum reports itself unready",
+        async || !cluster.is_ready(3).await,
+    )
+    .await;
 
     // Phase 3: the crashed nodes come back; everything acknowledged before is still there.
     cluster.spawn(1);
