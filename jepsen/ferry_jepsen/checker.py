@@ -26,7 +26,9 @@ Properties (issue 5, section 4):
 Time reasoning. Every receive R has [invoke, complete]; the server stamps the message's new visibility
 deadline at some instant inside that interval, using the leader's clock. A redelivery therefore cannot
 happen before R.invoke + VisibilityTimeout in the leader's clock. A node with a skewed clock can move
-the replicated time by up to its skew, so every such bound is lowered by `margin` (max |skew| + slack).
+the replicated time by up to its skew, and a receive stamped by a slow leader can be followed by a
+redelivery decided by a fast one, so every such bound is lowered by `margin` (the widest swing between
+two clock offsets, 0 included, + slack).
 A ChangeMessageVisibility c on the same handle can make the message visible at c.invoke + c.vt at the
 earliest. A delete D is *certainly current* if it completed before the earliest moment the message
 could have become visible again (then no other receive can have taken it, so its handle was current);
