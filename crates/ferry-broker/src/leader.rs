@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_queue::{HandleRef, QueueCommand, QueueResult, ReceiveCommand, VisibilityChange};
+use ferry_queue::{QueueCommand, QueueResult, ReceiveCommand, VisibilityChange};
 use ferry_raft::{Command, CommandBody, CommandResult, GroupHandle, GroupSignals, MultiRaft};
 use ferry_types::{FerryError, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
@@ -444,10 +444,7 @@ pub(crate) fn release_command<'a>(
     let changes = messages
         .into_iter()
         .map(|m| VisibilityChange {
-            handle: HandleRef {
-                seq: m.seq,
-                token: m.token,
-            },
+            handle: m.handle,
             visibility_timeout_s: 0,
         })
         .collect();

@@ -961,8 +961,9 @@ impl Broker {
         let receipt_handle = self.receipts.encode(&ReceiptKey {
             queue_id: queue.id,
             group,
-            seq: received.seq,
-            token: received.token,
+            seq: received.handle.seq,
+            token: received.handle.token,
+            indexed_at: received.handle.indexed_at,
         });
         let mut system = BTreeMap::new();
         system.insert("SenderId".to_owned(), message.sender_id.clone());
@@ -983,7 +984,7 @@ impl Broker {
         if queue.fifo {
             system.insert(
                 "SequenceNumber".to_owned(),
-                fifo::sequence_number(received.seq),
+                fifo::sequence_number(received.handle.seq),
             );
             system.extend(
                 message
@@ -1176,6 +1177,7 @@ impl Broker {
                         HandleRef {
                             seq: key.seq,
                             token: key.token,
+                            indexed_at: key.indexed_at,
                         },
                         value,
                     ));

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use ferry_catalog::{CatalogCommand, CatalogResult, MoveTask, MoveTaskStatus, QueueRecord};
-use ferry_queue::{HandleRef, NewMessage, QueueCommand, ReceiveCommand};
+use ferry_queue::{NewMessage, QueueCommand, ReceiveCommand};
 use ferry_types::{ErrorCode, FerryError, GroupId};
 
 use crate::Broker;
@@ -173,10 +173,7 @@ impl Broker {
                 .entry(destination)
                 .or_default()
                 .push(message.resend(format!("move:{}:{}", task.id, message_id), None));
-            handles.push(HandleRef {
-                seq: received.seq,
-                token: received.token,
-            });
+            handles.push(received.handle);
         }
         for (name, messages) in by_destination {
             let destination = queues.get(&name).ok_or_else(|| {

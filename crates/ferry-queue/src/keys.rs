@@ -2,20 +2,24 @@
 //!
 //! ```text
 //! [0x00]                          -> Meta { next_seq, message_count, visibility_floor, message_floor }
-//! [0x01] seq:u64be                -> MessageState (postcard: visibility, receive count, token)
-//! [0x02] visible_at:u64be seq:u64be -> MessageState (index of when each message becomes
-//!                                        receivable, with a copy of its state for receives)
-//! [0x03] group_len:u16be group seq:u64be  -> []   (FIFO: a group's messages in order)
+//! [0x01] seq:u64be                -> MessageContent (postcard: written once by the send)
+//! [0x02] visible_at:u64be seq:u64be -> MessageState (the visibility index: every stored message
+//!                                        not dead-lettered has exactly one entry, and its state
+//!                                        lives there)
+//! [0x03] group_len:u16be group seq:u64be  -> visible_at:u64be (FIFO: a group's messages in order,
+//!                                            with where each one's index entry is)
 //! [0x04] head_seq:u64be group             -> []   (FIFO: every group with messages, by its oldest)
 //! [0x05] dedup key                        -> Dedup (postcard)
 //! [0x06] expires_at:u64be dedup key       -> []   (deduplication records by expiry)
-//! [0x07] seq:u64be                        -> []   (dead-letter outbox: messages to move)
+//! [0x07] seq:u64be                        -> MessageState (dead-letter outbox: messages to move)
 //! [0x08] attempt id                       -> Attempt (postcard)
 //! [0x09] expires_at:u64be attempt id      -> []   (receive attempts by expiry)
-//! [0x0A] seq:u64be                        -> MessageContent (postcard: id, body, attributes)
+//! [0x0A] seq:u64be                        -> visible_at:u64be (forward: where the index entry of a
+//!                                            message went when its visibility changed)
 //! ```
 //! The visibility index sorts by time first, so "what can be received now" is one range scan from
-//! the start of the index up to `now`.
+//! the start of the index up to `now`. A receipt handle carries the visible time its receive gave
+//! the message, which finds the entry unless a visibility change moved it (then the forward does).
 
 pub const META: &[u8] = &[0x00];
 pub const MESSAGES: u8 = 0x01;
@@ -27,7 +31,7 @@ pub const DEDUP_EXPIRY: u8 = 0x06;
 pub const DEAD_LETTERS: u8 = 0x07;
 pub const ATTEMPTS: u8 = 0x08;
 pub const ATTEMPT_EXPIRY: u8 = 0x09;
-pub const CONTENTS: u8 = 0x0A;
+pub const FORWARDS: u8 = 0x0A;
 
 pub fn message(seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
@@ -36,8 +40,8 @@ pub fn message(seq: u64) -> Vec<u8> {
     key
 }
 
-pub fn content(seq: u64) -> Vec<u8> {
-    tagged(CONTENTS, &[&seq.to_be_bytes()])
+pub fn forward(seq: u64) -> Vec<u8> {
+    tagged(FORWARDS, &[&seq.to_be_bytes()])
 }
 
 pub fn visibility(visible_at_ms: u64, seq: u64) -> Vec<u8> {

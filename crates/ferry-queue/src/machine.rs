@@ -1,13 +1,13 @@
 //! Applying [`QueueCommand`]s to a partition's stored state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::keys;
 use crate::model::*;
-use crate::record::{self, MessageContent, MessageState};
+use crate::record::{self, ContentHead, Entry, MessageContent, MessageState};
 use crate::{StateStore, StoreError};
 
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
@@ -34,11 +34,11 @@ struct Dedup {
 /// A receive attempt: the handles it issued, until the window closes.
 #[derive(Debug, Serialize, Deserialize)]
 struct Attempt {
-    handles: Vec<(u64, u64)>,
+    handles: Vec<HandleRef>,
     expires_at: u64,
 }
 
-/// Marks a record that waits in the dead-letter outbox (it is in no index).
+/// The visible time shown for a message in the dead-letter outbox (it is in no index).
 const DEAD_LETTERED: u64 = u64::MAX;
 /// Index entries a standard receive may look past to skip dead-lettered messages.
 const STANDARD_SCAN_SLACK: usize = 100;
@@ -48,12 +48,21 @@ const FIFO_GROUP_WINDOW: usize = 200;
 /// Expired deduplication and attempt records removed per command.
 const PRUNE_PER_COMMAND: usize = 16;
 
+/// Where a message stands, as far as the command being applied knows.
+#[derive(Debug, Clone)]
+enum Slot {
+    Indexed(Entry),
+    /// In the dead-letter outbox: its contents stay until the move is acknowledged.
+    Outbox,
+    Removed,
+}
+
 /// The state a command works on: the store plus the command's own not-yet-committed changes, so a
 /// batch that touches one message or group twice sees its first change.
 struct Tx<'a, S: StateStore> {
     store: &'a mut S,
     meta: Meta,
-    messages: BTreeMap<u64, Option<MessageState>>,
+    messages: BTreeMap<u64, Slot>,
     /// The oldest message of each group touched by this command (None: the group is empty).
     heads: HashMap<String, Option<u64>>,
     /// The visible times of the index entries this command wrote.
@@ -72,50 +81,102 @@ impl<'a, S: StateStore> Tx<'a, S> {
         })
     }
 
-    fn load(&mut self, seq: u64) -> Result<Option<MessageState>, StoreError> {
-        if let Some(cached) = self.messages.get(&seq) {
-            return Ok(cached.clone());
+    /// The index entry of the message `handle` names: at the handle's visible time, or where a
+    /// visibility change forwarded it. `None` if the message has no entry (removed, dead-lettered,
+    /// or received again and moved by that receive).
+    fn locate(&mut self, handle: &HandleRef) -> Result<Option<Entry>, StoreError> {
+        let seq = handle.seq;
+        if let Some(slot) = self.messages.get(&seq) {
+            return Ok(match slot {
+                Slot::Indexed(entry) => Some(entry.clone()),
+                Slot::Outbox | Slot::Removed => None,
+            });
         }
-        let record = load_state(self.store, seq)?;
-        self.messages.insert(seq, record.clone());
-        Ok(record)
+        let mut entry = load_entry(self.store, handle.indexed_at, seq)?;
+        if entry.is_none() {
+            if let Some(at) = load_at(self.store, &keys::forward(seq))? {
+                entry = load_entry(self.store, at, seq)?;
+            }
+        }
+        if let Some(entry) = &entry {
+            self.messages.insert(seq, Slot::Indexed(entry.clone()));
+        }
+        Ok(entry)
     }
 
-    /// Writes a message's state and its visibility index entry, which carries a copy of the state
-    /// so that a receive scanning the index reads no message key.
-    fn put(&mut self, seq: u64, record: MessageState) -> Result<(), StoreError> {
-        let state = encode(&record)?;
+    /// Whether the message is still stored (possibly in the dead-letter outbox).
+    fn is_stored(&self, seq: u64) -> Result<bool, StoreError> {
+        Ok(match self.messages.get(&seq) {
+            Some(Slot::Removed) => false,
+            Some(_) => true,
+            None => self.store.get(&keys::message(seq))?.is_some(),
+        })
+    }
+
+    /// Writes a message's index entry (and, for FIFO, where its group's list finds it).
+    fn index(&mut self, seq: u64, entry: Entry) -> Result<(), StoreError> {
+        let at = entry.visible_at_ms;
         self.store
-            .put(keys::visibility(record.visible_at_ms, seq), state.clone());
-        self.meta.visibility_floor = self.meta.visibility_floor.min(record.visible_at_ms);
-        self.indexed = Some(Indexed::with(self.indexed, record.visible_at_ms));
-        self.store.put(keys::message(seq), state);
-        self.messages.insert(seq, Some(record));
+            .put(keys::visibility(at, seq), encode(&entry.state)?);
+        if let Some(group) = &entry.state.group_id {
+            self.store
+                .put(keys::group_message(group, seq), at.to_be_bytes().to_vec());
+        }
+        self.meta.visibility_floor = self.meta.visibility_floor.min(at);
+        self.indexed = Some(Indexed::with(self.indexed, at));
+        self.messages.insert(seq, Slot::Indexed(entry));
         Ok(())
     }
 
-    /// Rewrites the state of a message whose visibility (and possibly more) changed.
-    fn update(
-        &mut self,
-        seq: u64,
-        old_visible_at: u64,
-        record: MessageState,
-    ) -> Result<(), StoreError> {
-        self.store.delete(keys::visibility(old_visible_at, seq));
-        self.put(seq, record)
+    /// Moves a message's index entry from `old_at` to the time `entry` holds.
+    fn reindex(&mut self, seq: u64, old_at: u64, entry: Entry) -> Result<(), StoreError> {
+        if old_at != entry.visible_at_ms {
+            self.store.delete(keys::visibility(old_at, seq));
+        }
+        self.index(seq, entry)
     }
 
-    fn remove(&mut self, seq: u64, record: &MessageState) -> Result<(), StoreError> {
-        // The group's head is found before the message is marked removed.
-        if let Some(group) = &record.group_id {
+    /// Gives a received message a new visible time that the handles of its latest receive, issued
+    /// for `handle_at`, must still find: through a forward if the entry leaves that place.
+    fn retarget(
+        &mut self,
+        seq: u64,
+        handle_at: u64,
+        mut entry: Entry,
+        visible_at: u64,
+    ) -> Result<Entry, StoreError> {
+        let old_at = entry.visible_at_ms;
+        entry.visible_at_ms = visible_at;
+        if visible_at != handle_at {
+            self.store
+                .put(keys::forward(seq), visible_at.to_be_bytes().to_vec());
+            entry.state.forwarded = true;
+        } else if std::mem::take(&mut entry.state.forwarded) {
+            self.store.delete(keys::forward(seq));
+        }
+        self.reindex(seq, old_at, entry.clone())?;
+        Ok(entry)
+    }
+
+    /// Takes a message out of the index and of its group.
+    fn unindex(&mut self, seq: u64, entry: &Entry) -> Result<(), StoreError> {
+        // The group's head is found before the message is marked gone.
+        if let Some(group) = &entry.state.group_id {
             self.group_remove(group, seq)?;
         }
         self.store
-            .delete(keys::visibility(record.visible_at_ms, seq));
-        self.store.delete(keys::message(seq));
-        self.store.delete(keys::content(seq));
-        self.messages.insert(seq, None);
+            .delete(keys::visibility(entry.visible_at_ms, seq));
+        if entry.state.forwarded {
+            self.store.delete(keys::forward(seq));
+        }
         self.meta.message_count = self.meta.message_count.saturating_sub(1);
+        Ok(())
+    }
+
+    fn remove(&mut self, seq: u64, entry: &Entry) -> Result<(), StoreError> {
+        self.unindex(seq, entry)?;
+        self.store.delete(keys::message(seq));
+        self.messages.insert(seq, Slot::Removed);
         Ok(())
     }
 
@@ -129,7 +190,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
         Ok(head)
     }
 
-    /// The first message of `group` at or after `from` that this command has not removed.
+    /// The first message of `group` at or after `from` that this command has not taken out of it.
     fn next_in_group(&self, group: &str, from: u64) -> Result<Option<u64>, StoreError> {
         let prefix = keys::group_prefix(group);
         let mut end = prefix.clone();
@@ -140,7 +201,14 @@ impl<'a, S: StateStore> Tx<'a, S> {
                 &keys::group_message(group, from),
                 &end,
                 &mut |key, _| match keys::trailing_seq(key) {
-                    Some(seq) if matches!(self.messages.get(&seq), Some(None)) => true,
+                    Some(seq)
+                        if matches!(
+                            self.messages.get(&seq),
+                            Some(Slot::Removed | Slot::Outbox)
+                        ) =>
+                    {
+                        true
+                    }
                     found => {
                         next = found;
                         false
@@ -150,8 +218,9 @@ impl<'a, S: StateStore> Tx<'a, S> {
         Ok(next)
     }
 
-    fn group_append(&mut self, group: &str, seq: u64) -> Result<(), StoreError> {
-        self.store.put(keys::group_message(group, seq), Vec::new());
+    /// Makes a new message of `group` its head if the group had none (its index entry, written
+    /// by [`Tx::index`], links it into the group's list).
+    fn group_join(&mut self, group: &str, seq: u64) -> Result<(), StoreError> {
         if self.group_head(group)?.is_none() {
             self.store.put(keys::group_head(seq, group), Vec::new());
             self.heads.insert(group.to_owned(), Some(seq));
@@ -173,18 +242,13 @@ impl<'a, S: StateStore> Tx<'a, S> {
     }
 
     /// Moves a message into the dead-letter outbox: out of every index, handles invalidated.
-    fn dead_letter(&mut self, seq: u64, mut record: MessageState) -> Result<(), StoreError> {
-        self.store
-            .delete(keys::visibility(record.visible_at_ms, seq));
-        if let Some(group) = record.group_id.clone() {
-            self.group_remove(&group, seq)?;
-        }
-        record.visible_at_ms = DEAD_LETTERED;
-        record.token = 0;
-        self.store.put(keys::message(seq), encode(&record)?);
-        self.store.put(keys::dead_letter(seq), Vec::new());
-        self.messages.insert(seq, Some(record));
-        self.meta.message_count = self.meta.message_count.saturating_sub(1);
+    fn dead_letter(&mut self, seq: u64, entry: Entry) -> Result<(), StoreError> {
+        self.unindex(seq, &entry)?;
+        let mut state = entry.state;
+        state.token = 0;
+        state.forwarded = false;
+        self.store.put(keys::dead_letter(seq), encode(&state)?);
+        self.messages.insert(seq, Slot::Outbox);
         Ok(())
     }
 
@@ -192,14 +256,17 @@ impl<'a, S: StateStore> Tx<'a, S> {
     /// is kept at the oldest stored message (or at the next sequence number when there is none), so
     /// only removing that message moves it.
     fn advance_message_floor(&mut self) -> Result<(), StoreError> {
-        if !matches!(self.messages.get(&self.meta.message_floor), Some(None)) {
+        if !matches!(
+            self.messages.get(&self.meta.message_floor),
+            Some(Slot::Removed)
+        ) {
             return Ok(());
         }
         // Messages this command stored are not in the store yet.
         let mut floor = self
             .messages
             .iter()
-            .find(|(_, record)| record.is_some())
+            .find(|(_, slot)| !matches!(slot, Slot::Removed))
             .map_or(self.meta.next_seq, |(seq, _)| {
                 (*seq).min(self.meta.next_seq)
             });
@@ -207,7 +274,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
             &keys::message(self.meta.message_floor),
             &[keys::MESSAGES + 1],
             &mut |key, _| match keys::trailing_seq(key) {
-                Some(seq) if matches!(self.messages.get(&seq), Some(None)) => true,
+                Some(seq) if matches!(self.messages.get(&seq), Some(Slot::Removed)) => true,
                 found => {
                     floor = found.unwrap_or(floor);
                     false
@@ -242,12 +309,13 @@ pub fn apply<S: StateStore>(
         QueueCommand::Purge => {
             let removed = tx.meta.message_count;
             // Messages, their indexes and the dead-letter outbox; deduplication records stay.
-            tx.store
-                .delete_range(vec![keys::MESSAGES], vec![keys::GROUP_HEADS + 1]);
-            tx.store
-                .delete_range(vec![keys::DEAD_LETTERS], vec![keys::DEAD_LETTERS + 1]);
-            tx.store
-                .delete_range(vec![keys::CONTENTS], vec![keys::CONTENTS + 1]);
+            for (start, end) in [
+                (keys::MESSAGES, keys::GROUP_HEADS + 1),
+                (keys::DEAD_LETTERS, keys::DEAD_LETTERS + 1),
+                (keys::FORWARDS, keys::FORWARDS + 1),
+            ] {
+                tx.store.delete_range(vec![start], vec![end]);
+            }
             tx.meta.message_count = 0;
             tx.meta.message_floor = tx.meta.next_seq;
             tx.meta.visibility_floor = ctx.now_ms;
@@ -258,14 +326,10 @@ pub fn apply<S: StateStore>(
         }
         QueueCommand::AckDeadLetters { seqs } => {
             for seq in seqs {
-                tx.store.delete(keys::dead_letter(seq));
-                if tx
-                    .load(seq)?
-                    .is_some_and(|record| record.visible_at_ms == DEAD_LETTERED)
-                {
+                if tx.store.get(&keys::dead_letter(seq))?.is_some() {
+                    tx.store.delete(keys::dead_letter(seq));
                     tx.store.delete(keys::message(seq));
-                    tx.store.delete(keys::content(seq));
-                    tx.messages.insert(seq, None);
+                    tx.messages.insert(seq, Slot::Removed);
                 }
             }
             QueueResult::DeadLettersAcked
@@ -327,11 +391,11 @@ fn send<S: StateStore>(
             stored_keys.insert(key.clone(), (seq, message.message_id.clone()));
         }
         if let Some(group) = &message.group_id {
-            tx.group_append(group, seq)?;
+            tx.group_join(group, seq)?;
         }
-        let (state, content) = record::split(message, ctx.now_ms);
-        tx.store.put(keys::content(seq), encode(&content)?);
-        tx.put(seq, state)?;
+        let (entry, content) = record::split(message, ctx.now_ms);
+        tx.store.put(keys::message(seq), encode(&content)?);
+        tx.index(seq, entry)?;
         sent.push(SentMessage {
             seq,
             message_id: content.message_id,
@@ -373,29 +437,35 @@ fn receive_messages<S: StateStore>(
         // Raised before this command re-indexes what it takes (which may lower it again).
         tx.meta.visibility_floor = tx.meta.visibility_floor.max(floor);
     }
-    for (seq, record) in selection.dead {
-        tx.dead_letter(seq, record)?;
+    for (seq, entry) in selection.dead {
+        tx.dead_letter(seq, entry)?;
     }
     let mut received = Vec::with_capacity(selection.deliver.len());
-    for (seq, mut record) in selection.deliver {
-        let old_visible_at = record.visible_at_ms;
-        record.receive_count += 1;
-        record.first_receive_at_ms.get_or_insert(ctx.now_ms);
-        record.last_receive_at_ms = Some(ctx.now_ms);
-        record.token = ctx.log_index;
-        record.visible_at_ms = ctx.now_ms + u64::from(receive.visibility_timeout_s) * 1000;
-        tx.update(seq, old_visible_at, record.clone())?;
-        received.push((seq, record));
+    for (seq, mut entry) in selection.deliver {
+        let old_at = entry.visible_at_ms;
+        let state = &mut entry.state;
+        state.receive_count += 1;
+        state.first_receive_at_ms.get_or_insert(ctx.now_ms);
+        state.last_receive_at_ms = Some(ctx.now_ms);
+        state.token = ctx.log_index;
+        if std::mem::take(&mut state.forwarded) {
+            tx.store.delete(keys::forward(seq));
+        }
+        entry.visible_at_ms = ctx.now_ms + u64::from(receive.visibility_timeout_s) * 1000;
+        tx.reindex(seq, old_at, entry.clone())?;
+        let handle = HandleRef {
+            seq,
+            token: ctx.log_index,
+            indexed_at: entry.visible_at_ms,
+        };
+        received.push((handle, entry));
     }
     // An attempt that took nothing is not remembered: its retries (a long poll retries as it
     // waits) then take what arrived since, instead of the empty answer for the whole window.
     if let Some(attempt_id) = receive.attempt_id.as_ref().filter(|_| !received.is_empty()) {
         let expires_at = ctx.now_ms + DEDUP_WINDOW_MS;
         let attempt = Attempt {
-            handles: received
-                .iter()
-                .map(|(seq, _)| (*seq, ctx.log_index))
-                .collect(),
+            handles: received.iter().map(|(handle, _)| *handle).collect(),
             expires_at,
         };
         tx.store.put(keys::attempt(attempt_id), encode(&attempt)?);
@@ -410,18 +480,17 @@ fn receive_messages<S: StateStore>(
 fn answer_receive<S: StateStore + ?Sized>(
     store: &S,
     ctx: ApplyContext,
-    received: Vec<(u64, MessageState)>,
+    received: Vec<(HandleRef, Entry)>,
 ) -> Result<QueueResult, StoreError> {
     if !ctx.reply_wanted {
         return Ok(QueueResult::Received(Vec::new()));
     }
     let mut messages = Vec::with_capacity(received.len());
-    for (seq, state) in received {
-        let content = load_content(store, seq)?.ok_or_else(|| missing(seq))?;
+    for (handle, entry) in received {
+        let content = load_content(store, handle.seq)?.ok_or_else(|| missing(handle.seq))?;
         messages.push(ReceivedMessage {
-            seq,
-            token: state.token,
-            message: record::join(state, content),
+            handle,
+            message: record::join(entry, content),
         });
     }
     Ok(QueueResult::Received(messages))
@@ -436,17 +505,16 @@ fn repeat_attempt<S: StateStore>(
     visibility_timeout_s: u32,
 ) -> Result<QueueResult, StoreError> {
     let mut received = Vec::new();
-    for (seq, token) in &attempt.handles {
-        let Some(mut record) = tx.load(*seq)? else {
+    for handle in &attempt.handles {
+        let Some(entry) = tx.locate(handle)? else {
             continue;
         };
-        if record.token != *token || record.visible_at_ms == DEAD_LETTERED {
+        if entry.state.token != handle.token {
             continue;
         }
-        let old_visible_at = record.visible_at_ms;
-        record.visible_at_ms = ctx.now_ms + u64::from(visibility_timeout_s) * 1000;
-        tx.update(*seq, old_visible_at, record.clone())?;
-        received.push((*seq, record));
+        let visible_at = ctx.now_ms + u64::from(visibility_timeout_s) * 1000;
+        let entry = tx.retarget(handle.seq, handle.indexed_at, entry, visible_at)?;
+        received.push((*handle, entry));
     }
     answer_receive(tx.store, ctx, received)
 }
@@ -454,8 +522,8 @@ fn repeat_attempt<S: StateStore>(
 /// What a receive at `now` would do: messages to deliver, and messages past the receive limit to
 /// dead-letter instead.
 struct Selection {
-    deliver: Vec<(u64, MessageState)>,
-    dead: Vec<(u64, MessageState)>,
+    deliver: Vec<(u64, Entry)>,
+    dead: Vec<(u64, Entry)>,
     /// A new visibility floor: no index entry is earlier (standard queues).
     visibility_floor: Option<u64>,
 }
@@ -476,23 +544,22 @@ fn select<S: StateStore + ?Sized>(
     if max == 0 {
         return Ok(selection);
     }
-    let exhausted = |record: &MessageState| {
-        max_receive_count.is_some_and(|limit| record.receive_count >= limit)
-    };
+    let exhausted =
+        |entry: &Entry| max_receive_count.is_some_and(|limit| entry.state.receive_count >= limit);
     if !fifo {
         // Entries are looked at one by one and the scan stops once the receive is served, so a
         // receive of ten reads about ten entries; it looks past at most `STANDARD_SCAN_SLACK` more
         // to skip messages it dead-letters instead.
         let mut looked_at = 0;
         let mut last_at = None;
-        scan_due(store, meta.visibility_floor, now, &mut |at, seq, record| {
-            if exhausted(&record) {
-                selection.dead.push((seq, record));
+        scan_due(store, meta.visibility_floor, now, &mut |seq, entry| {
+            last_at = Some(entry.visible_at_ms);
+            if exhausted(&entry) {
+                selection.dead.push((seq, entry));
             } else {
-                selection.deliver.push((seq, record));
+                selection.deliver.push((seq, entry));
             }
             looked_at += 1;
-            last_at = Some(at);
             selection.deliver.len() < max && looked_at < max + STANDARD_SCAN_SLACK
         })?;
         // Everything this receive looked at leaves the front of the index, so afterwards nothing is
@@ -518,14 +585,22 @@ fn select<S: StateStore + ?Sized>(
         if selection.deliver.len() >= max {
             break;
         }
-        let mut seqs = Vec::new();
+        let mut members = Vec::new();
+        let mut failure = None;
         let prefix = keys::group_prefix(&group);
         let mut end = prefix.clone();
         end.extend_from_slice(&[0xFF; 9]);
-        store.scan(&prefix, &end, &mut |key, _| {
-            seqs.extend(keys::trailing_seq(key));
-            seqs.len() < FIFO_GROUP_WINDOW
+        store.scan(&prefix, &end, &mut |key, value| {
+            match (keys::trailing_seq(key), decode_at(value)) {
+                (Some(seq), Ok(at)) => members.push((seq, at)),
+                (_, Err(error)) => failure = Some(error),
+                (None, _) => {}
+            }
+            failure.is_none() && members.len() < FIFO_GROUP_WINDOW
         })?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
         // States are read in group order and only as far as needed: messages never received
         // follow every received one (a group is delivered in order), so once this receive has
         // what it can take from the group, the first never-received message ends the search for
@@ -533,22 +608,20 @@ fn select<S: StateStore + ?Sized>(
         let (mut deliver, mut dead) = (Vec::new(), Vec::new());
         let mut delivering = true;
         let mut in_flight = false;
-        for seq in seqs {
-            let record = load_state(store, seq)?.ok_or_else(|| missing(seq))?;
-            if record.receive_count > 0 && record.visible_at_ms > now {
+        for (seq, at) in members {
+            let entry = load_entry(store, at, seq)?.ok_or_else(|| missing(seq))?;
+            if entry.state.receive_count > 0 && at > now {
                 in_flight = true;
                 break;
             }
-            delivering = delivering
-                && record.visible_at_ms <= now
-                && selection.deliver.len() + deliver.len() < max;
+            delivering = delivering && at <= now && selection.deliver.len() + deliver.len() < max;
             if delivering {
-                if exhausted(&record) {
-                    dead.push((seq, record));
+                if exhausted(&entry) {
+                    dead.push((seq, entry));
                 } else {
-                    deliver.push((seq, record));
+                    deliver.push((seq, entry));
                 }
-            } else if record.receive_count == 0 {
+            } else if entry.state.receive_count == 0 {
                 break;
             }
         }
@@ -566,15 +639,14 @@ fn delete<S: StateStore>(
 ) -> Result<QueueResult, StoreError> {
     let mut outcomes = Vec::with_capacity(handles.len());
     for handle in handles {
-        let outcome = match tx.load(handle.seq)? {
-            None => DeleteOutcome::NotFound,
-            Some(record) if record.token != handle.token || record.receive_count == 0 => {
-                DeleteOutcome::StaleHandle
-            }
-            Some(record) => {
-                tx.remove(handle.seq, &record)?;
+        let outcome = match tx.locate(&handle)? {
+            Some(entry) if entry.state.token == handle.token && entry.state.receive_count > 0 => {
+                tx.remove(handle.seq, &entry)?;
                 DeleteOutcome::Deleted
             }
+            Some(_) => DeleteOutcome::StaleHandle,
+            None if tx.is_stored(handle.seq)? => DeleteOutcome::StaleHandle,
+            None => DeleteOutcome::NotFound,
         };
         outcomes.push(outcome);
     }
@@ -588,28 +660,27 @@ fn change_visibility<S: StateStore>(
 ) -> Result<QueueResult, StoreError> {
     let mut outcomes = Vec::with_capacity(changes.len());
     for change in changes {
-        let seq = change.handle.seq;
-        let outcome = match tx.load(seq)? {
-            None => Err(VisibilityError::MessageNotFound),
-            Some(record)
-                if record.token != change.handle.token
-                    || record.receive_count == 0
-                    || record.visible_at_ms <= ctx.now_ms =>
+        let handle = change.handle;
+        let outcome = match tx.locate(&handle)? {
+            Some(entry)
+                if entry.state.token != handle.token
+                    || entry.state.receive_count == 0
+                    || entry.visible_at_ms <= ctx.now_ms =>
             {
                 Err(VisibilityError::NotInflight)
             }
-            Some(mut record) => {
-                let received_at = record.last_receive_at_ms.unwrap_or(ctx.now_ms);
+            Some(entry) => {
+                let received_at = entry.state.last_receive_at_ms.unwrap_or(ctx.now_ms);
                 let visible_at = ctx.now_ms + u64::from(change.visibility_timeout_s) * 1000;
                 if visible_at > received_at + MAX_VISIBILITY_TOTAL_MS {
                     Err(VisibilityError::BeyondMaximum)
                 } else {
-                    let old = record.visible_at_ms;
-                    record.visible_at_ms = visible_at;
-                    tx.update(seq, old, record)?;
+                    tx.retarget(handle.seq, handle.indexed_at, entry, visible_at)?;
                     Ok(())
                 }
             }
+            None if tx.is_stored(handle.seq)? => Err(VisibilityError::NotInflight),
+            None => Err(VisibilityError::MessageNotFound),
         };
         outcomes.push(outcome);
     }
@@ -625,23 +696,25 @@ fn expire<S: StateStore>(
     let cutoff = ctx.now_ms.saturating_sub(u64::from(retention_s) * 1000);
     let mut expired = Vec::new();
     let mut failure = None;
+    let store: &S = tx.store;
     // Sequence order is send order, and send times never decrease, so the scan stops at the first
     // message still within its retention period. Dead-lettered messages are the mover's.
-    tx.store.scan(
+    store.scan(
         &keys::message(tx.meta.message_floor),
         &[keys::MESSAGES + 1],
         &mut |key, value| {
-            if expired.len() >= max as usize {
-                return false;
-            }
-            match decode::<MessageState>(value) {
-                Ok(record) if record.sent_at_ms <= cutoff => {
-                    if record.visible_at_ms != DEAD_LETTERED {
-                        expired.extend(keys::trailing_seq(key).map(|seq| (seq, record)));
-                    }
-                    true
+            let found = decode_head(value).and_then(|head| {
+                let Some(seq) = keys::trailing_seq(key).filter(|_| head.sent_at_ms <= cutoff)
+                else {
+                    return Ok(false);
+                };
+                if store.get(&keys::dead_letter(seq))?.is_none() {
+                    expired.push((seq, head));
                 }
-                Ok(_) => false,
+                Ok(true)
+            });
+            match found {
+                Ok(more) => more && expired.len() < max as usize,
                 Err(error) => {
                     failure = Some(error);
                     false
@@ -652,11 +725,48 @@ fn expire<S: StateStore>(
     if let Some(error) = failure {
         return Err(error);
     }
-    for (seq, record) in &expired {
-        tx.remove(*seq, record)?;
+    // Each message's index entry: where the send put it, where its group's list says, or where a
+    // forward says. A standard message that a receive moved is found by the scan below.
+    let mut entries = Vec::with_capacity(expired.len());
+    let mut moved = BTreeSet::new();
+    for (seq, head) in expired {
+        let at = match &head.group_id {
+            Some(group) => load_at(tx.store, &keys::group_message(group, seq))?,
+            None => Some(head.first_visible_at_ms),
+        };
+        let handle = HandleRef {
+            seq,
+            token: 0,
+            indexed_at: at.unwrap_or(DEAD_LETTERED),
+        };
+        match tx.locate(&handle)? {
+            Some(entry) => entries.push((seq, entry)),
+            None => {
+                moved.insert(seq);
+            }
+        }
+    }
+    if !moved.is_empty() {
+        // Their entries lie anywhere between the floor and the end of the index: one pass finds
+        // them all, and is needed only for messages received and neither deleted nor received
+        // again within the retention period.
+        scan_due(
+            tx.store,
+            tx.meta.visibility_floor,
+            u64::MAX - 1,
+            &mut |seq, entry| {
+                if moved.remove(&seq) {
+                    entries.push((seq, entry));
+                }
+                !moved.is_empty()
+            },
+        )?;
+    }
+    for (seq, entry) in &entries {
+        tx.remove(*seq, entry)?;
     }
     Ok(QueueResult::Expired {
-        removed: expired.len() as u64,
+        removed: entries.len() as u64,
     })
 }
 
@@ -691,20 +801,26 @@ fn prune_expired<S: StateStore>(
     Ok(())
 }
 
-/// Calls `visit` with each `(visible_at, seq, state)` index entry receivable at `now_ms`, oldest
-/// first, until it returns false.
+/// Calls `visit` with each `(seq, entry)` of the index receivable at `now_ms`, oldest first, until
+/// it returns false.
 fn scan_due<S: StateStore + ?Sized>(
     store: &S,
     floor: u64,
     now_ms: u64,
-    visit: &mut dyn FnMut(u64, u64, MessageState) -> bool,
+    visit: &mut dyn FnMut(u64, Entry) -> bool,
 ) -> Result<(), StoreError> {
     let mut failure = None;
     store.scan(
         &keys::visibility(floor, 0),
         &keys::visibility_after(now_ms),
         &mut |key, value| match (keys::parse_visibility(key), decode::<MessageState>(value)) {
-            (Some((at, seq)), Ok(state)) => visit(at, seq, state),
+            (Some((visible_at_ms, seq)), Ok(state)) => visit(
+                seq,
+                Entry {
+                    visible_at_ms,
+                    state,
+                },
+            ),
             (_, Err(error)) => {
                 failure = Some(error);
                 false
@@ -725,9 +841,9 @@ pub fn has_receivable_message<S: StateStore + ?Sized>(
 ) -> Result<bool, StoreError> {
     let meta = read_meta(store)?;
     if !fifo {
-        // Every due index entry is either delivered or dead-lettered: no need to read its state.
+        // Every due index entry is either delivered or dead-lettered.
         let mut due = false;
-        scan_due(store, meta.visibility_floor, now_ms, &mut |_, _, _| {
+        scan_due(store, meta.visibility_floor, now_ms, &mut |_, _| {
             due = true;
             false
         })?;
@@ -792,7 +908,7 @@ pub fn oldest_sent_at<S: StateStore + ?Sized>(store: &S) -> Result<Option<u64>, 
         &keys::message(floor),
         &[keys::MESSAGES + 1],
         &mut |_, value| {
-            oldest = decode::<MessageState>(value).map(|record| Some(record.sent_at_ms));
+            oldest = decode_head(value).map(|head| Some(head.sent_at_ms));
             false
         },
     )?;
@@ -804,39 +920,74 @@ pub fn dead_letters<S: StateStore + ?Sized>(
     store: &S,
     max: usize,
 ) -> Result<Vec<DeadLetter>, StoreError> {
-    let mut seqs = Vec::new();
+    let mut waiting = Vec::new();
+    let mut failure = None;
     store.scan(
         &[keys::DEAD_LETTERS],
         &[keys::DEAD_LETTERS + 1],
-        &mut |key, _| {
-            seqs.extend(keys::trailing_seq(key));
-            seqs.len() < max
+        &mut |key, value| {
+            match (keys::trailing_seq(key), decode::<MessageState>(value)) {
+                (Some(seq), Ok(state)) => waiting.push((seq, state)),
+                (_, Err(error)) => failure = Some(error),
+                (None, _) => {}
+            }
+            failure.is_none() && waiting.len() < max
         },
     )?;
-    let mut letters = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        if let (Some(state), Some(content)) = (load_state(store, seq)?, load_content(store, seq)?) {
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let mut letters = Vec::with_capacity(waiting.len());
+    for (seq, state) in waiting {
+        if let Some(content) = load_content(store, seq)? {
+            let entry = Entry {
+                visible_at_ms: DEAD_LETTERED,
+                state,
+            };
             letters.push(DeadLetter {
                 seq,
-                message: record::join(state, content),
+                message: record::join(entry, content),
             });
         }
     }
     Ok(letters)
 }
 
-fn load_state<S: StateStore + ?Sized>(
+fn load_entry<S: StateStore + ?Sized>(
     store: &S,
+    visible_at_ms: u64,
     seq: u64,
-) -> Result<Option<MessageState>, StoreError> {
-    load_record(store, &keys::message(seq))
+) -> Result<Option<Entry>, StoreError> {
+    let state = load_record(store, &keys::visibility(visible_at_ms, seq))?;
+    Ok(state.map(|state| Entry {
+        visible_at_ms,
+        state,
+    }))
+}
+
+/// A visible time stored as a value (group lists, forwards).
+fn load_at<S: StateStore + ?Sized>(store: &S, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    store.get(key)?.map(|bytes| decode_at(&bytes)).transpose()
+}
+
+fn decode_at(bytes: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError(format!("a visible time of {} bytes", bytes.len())))
 }
 
 fn load_content<S: StateStore + ?Sized>(
     store: &S,
     seq: u64,
 ) -> Result<Option<MessageContent>, StoreError> {
-    load_record(store, &keys::content(seq))
+    load_record(store, &keys::message(seq))
+}
+
+/// The leading fields of a message's contents, without decoding its body.
+fn decode_head(bytes: &[u8]) -> Result<ContentHead, StoreError> {
+    postcard::take_from_bytes(bytes)
+        .map(|(head, _)| head)
+        .map_err(|e| StoreError(format!("decode: {e}")))
 }
 
 fn load_record<S: StateStore + ?Sized, T: DeserializeOwned>(

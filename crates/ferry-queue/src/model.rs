@@ -80,6 +80,9 @@ pub const DEDUP_WINDOW_MS: u64 = 300_000;
 pub struct HandleRef {
     pub seq: u64,
     pub token: u64,
+    /// The visible time that receive gave the message: where its index entry is, unless a
+    /// visibility change moved it since.
+    pub indexed_at: u64,
 }
 
 /// A command of the partition state machine.
@@ -151,9 +154,9 @@ pub struct SentMessage {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceivedMessage {
-    pub seq: u64,
-    /// The token of this receive: with `seq`, what the receipt handle carries.
-    pub token: u64,
+    /// What the receipt handle carries. A retried receive attempt returns the handles of its first
+    /// try, whose `indexed_at` is no longer the message's visible time.
+    pub handle: HandleRef,
     pub message: StoredMessage,
 }
 

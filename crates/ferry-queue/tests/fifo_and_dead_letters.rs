@@ -85,10 +85,7 @@ impl Partition {
     }
 
     fn delete(&mut self, message: &ReceivedMessage) {
-        let handles = vec![HandleRef {
-            seq: message.seq,
-            token: message.token,
-        }];
+        let handles = vec![message.handle];
         assert_eq!(
             self.run(QueueCommand::Delete { handles }),
             QueueResult::Deleted(vec![DeleteOutcome::Deleted])
@@ -168,15 +165,24 @@ fn a_retried_attempt_returns_the_same_messages_and_handles() {
     p.send(Some("g"), "m2", None);
     let first = p.receive(10, true, None, Some("attempt-1"));
     assert_eq!(bodies(&first), ["m1", "m2"]);
+    p.now += 5_000;
     let retry = p.receive(10, true, None, Some("attempt-1"));
+    assert!(retry
+        .iter()
+        .all(|r| r.message.visible_at_ms == p.now + 30_000));
     assert_eq!(
-        retry.iter().map(|r| (r.seq, r.token)).collect::<Vec<_>>(),
-        first.iter().map(|r| (r.seq, r.token)).collect::<Vec<_>>()
+        retry.iter().map(|r| r.handle).collect::<Vec<_>>(),
+        first.iter().map(|r| r.handle).collect::<Vec<_>>()
     );
     assert!(
         p.receive(10, true, None, Some("attempt-2")).is_empty(),
         "a new attempt sees the group in flight"
     );
+    // The retry moved the messages' index entries; the handles of the first try still find them.
+    for message in &first {
+        p.delete(message);
+    }
+    assert!(p.receive(10, true, None, None).is_empty());
 }
 
 /// An attempt that took nothing is not remembered: a long poll retries its attempt id as it waits,
@@ -190,8 +196,8 @@ fn an_attempt_that_took_nothing_takes_what_arrives_later() {
     assert_eq!(bodies(&later), ["m1"]);
     let retry = p.receive(10, true, None, Some("attempt-1"));
     assert_eq!(
-        retry.iter().map(|r| (r.seq, r.token)).collect::<Vec<_>>(),
-        later.iter().map(|r| (r.seq, r.token)).collect::<Vec<_>>(),
+        retry.iter().map(|r| r.handle).collect::<Vec<_>>(),
+        later.iter().map(|r| r.handle).collect::<Vec<_>>(),
         "the attempt that took a message is remembered"
     );
 }

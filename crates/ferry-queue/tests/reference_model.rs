@@ -243,9 +243,10 @@ proptest! {
                 }
                 (Op::Receive { max, vt }, QueueResult::Received(got)) => {
                     let expected = model.receive(now, index, *max, *vt);
-                    let got: Vec<_> = got.iter().map(|r| (r.seq, r.message.receive_count)).collect();
+                    handles.extend(got.iter().map(|r| r.handle));
+                    prop_assert!(got.iter().all(|r| r.handle.token == index));
+                    let got: Vec<_> = got.iter().map(|r| (r.handle.seq, r.message.receive_count)).collect();
                     prop_assert_eq!(&got, &expected);
-                    handles.extend(got.iter().map(|(seq, _)| HandleRef { seq: *seq, token: index }));
                 }
                 (Op::Delete { pick, stale }, QueueResult::Deleted(outcomes)) => {
                     let mut handle = handles[pick % handles.len()];

@@ -12,8 +12,9 @@ use crate::recent::RecentEntries;
 
 /// The layout of keys and values this build writes (keys, log entries, state-machine records,
 /// snapshot files). Raised whenever any of them changes incompatibly: a node refuses to start on a
-/// data directory of another version rather than misread it. There is no migration yet.
-pub const FORMAT_VERSION: u32 = 1;
+/// data directory of another version rather than misread it. There is no migration yet. Format 2:
+/// a message's state lives only in its visibility index entry (receipt handles say where).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Errors of the storage layer. Any of them means the node cannot trust its disk: openraft stops the
 /// group that hit it.

@@ -9,9 +9,9 @@ use sha2::Sha256;
 
 use crate::{ErrorCode, FerryError, GroupId};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const MAC_LEN: usize = 16;
-const BODY_LEN: usize = 1 + 8 + 8 + 8 + 8;
+const BODY_LEN: usize = 1 + 8 + 8 + 8 + 8 + 8;
 
 /// What a receipt handle points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +24,8 @@ pub struct ReceiptKey {
     pub seq: u64,
     /// Identifies the receive that issued the handle; a later receive issues a new token.
     pub token: u64,
+    /// The visible time that receive gave the message, where the partition finds its state.
+    pub indexed_at: u64,
 }
 
 /// Encodes and verifies receipt handles under one cluster secret.
@@ -46,6 +48,7 @@ impl ReceiptHandle {
         raw.extend_from_slice(&key.group.0.to_be_bytes());
         raw.extend_from_slice(&key.seq.to_be_bytes());
         raw.extend_from_slice(&key.token.to_be_bytes());
+        raw.extend_from_slice(&key.indexed_at.to_be_bytes());
         let mac = self.mac(&raw);
         raw.extend_from_slice(&mac);
         URL_SAFE_NO_PAD.encode(raw)
@@ -78,6 +81,7 @@ impl ReceiptHandle {
             group: GroupId(word(1)),
             seq: word(2),
             token: word(3),
+            indexed_at: word(4),
         })
     }
 
@@ -110,6 +114,7 @@ mod tests {
             group: GroupId(42),
             seq: 9,
             token: 1234,
+            indexed_at: 1_800_000_000_000,
         };
         let handle = codec.encode(&key);
         assert_eq!(codec.decode(&handle).unwrap(), key);
