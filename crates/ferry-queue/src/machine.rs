@@ -270,8 +270,17 @@ impl<'a, S: StateStore> Tx<'a, S> {
             .map_or(self.meta.next_seq, |(seq, _)| {
                 (*seq).min(self.meta.next_seq)
             });
+        // The run of messages this command removed from the floor on is still in the store:
+        // start after it rather than step over each.
+        let mut from = self.meta.message_floor;
+        for (seq, slot) in self.messages.range(from..) {
+            if *seq != from || !matches!(slot, Slot::Removed) {
+                break;
+            }
+            from += 1;
+        }
         self.store.scan(
-            &keys::message(self.meta.message_floor),
+            &keys::message(from),
             &[keys::MESSAGES + 1],
             &mut |key, _| match keys::trailing_seq(key) {
                 Some(seq) if matches!(self.messages.get(&seq), Some(Slot::Removed)) => true,

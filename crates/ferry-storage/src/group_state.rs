@@ -172,19 +172,17 @@ impl StateStore for GroupState {
     ) -> Result<(), StoreError> {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(keys::sm_key(self.group, end));
-        let from = keys::sm_key(self.group, start);
-        let iter = self.db.db().iterator_cf_opt(
-            self.db.cf(CF_SM),
-            options,
-            IteratorMode::From(&from, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item.map_err(store_error)?;
-            if !visit(&key[8..], &value) {
-                break;
+        // The raw iterator lends keys and values in place; the boxed one copied every value (a
+        // message's whole contents, for scans that look only at keys).
+        let mut iter = self.db.db().raw_iterator_cf_opt(self.db.cf(CF_SM), options);
+        iter.seek(keys::sm_key(self.group, start));
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if !visit(&key[8..], value) {
+                return Ok(());
             }
+            iter.next();
         }
-        Ok(())
+        iter.status().map_err(store_error)
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
