@@ -116,7 +116,13 @@ async fn visibility_receipt_handles_delay_and_long_poll() {
         "ChangeMessageVisibility with a stale handle of a message in flight under a newer one",
     );
 
-    // Phase 3: the current handle deletes for good.
+    // Phase 3: the current handle deletes for good, also after visibility changes moved the
+    // message (the handle names where its receive put it; a change leaves a forward).
+    for extended in [HOLD_VISIBILITY + 5, HOLD_VISIBILITY + 10] {
+        change_visibility(&mut c1, queue, &third.receipt_handle, extended)
+            .await
+            .expect("ChangeMessageVisibility with the current handle, again");
+    }
     delete(&mut c3, queue, &third.receipt_handle)
         .await
         .expect("DeleteMessage with the current handle");
