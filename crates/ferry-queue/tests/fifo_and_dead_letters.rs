@@ -238,3 +238,44 @@ fn a_dead_lettered_fifo_head_lets_the_group_continue() {
     assert_eq!(bodies(&p.receive(10, true, Some(1), None)), ["good"]);
     assert_eq!(dead_letters(&p.store, 10).unwrap().len(), 1);
 }
+
+/// Retention finds each expired message's index entry: where the send put it, through its group's
+/// list, where a visibility change forwarded it, or (a standard message a receive moved) by a pass
+/// over the index.
+#[test]
+fn retention_expires_messages_wherever_their_index_entries_are() {
+    for fifo in [false, true] {
+        let mut p = Partition::new();
+        let group = fifo.then_some("g");
+        for body in ["m1", "m2", "m3", "m4"] {
+            p.send(group, body, None);
+        }
+        let taken = p.receive(2, fifo, None, None);
+        assert_eq!(bodies(&taken), ["m1", "m2"]);
+        let change = VisibilityChange {
+            handle: taken[1].handle,
+            visibility_timeout_s: 100,
+        };
+        assert_eq!(
+            p.run(QueueCommand::ChangeVisibility {
+                changes: vec![change]
+            }),
+            QueueResult::VisibilityChanged(vec![Ok(())])
+        );
+        p.now += 60_000;
+        assert_eq!(
+            p.run(QueueCommand::ExpireRetention {
+                retention_s: 60,
+                max: 10
+            }),
+            QueueResult::Expired { removed: 4 },
+            "fifo: {fifo}"
+        );
+        p.now += 200_000;
+        assert!(p.receive(10, fifo, None, None).is_empty());
+        assert_eq!(
+            approximate_counts(&p.store, p.now).unwrap(),
+            ApproximateCounts::default()
+        );
+    }
+}
