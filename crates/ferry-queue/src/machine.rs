@@ -81,18 +81,17 @@ impl<'a, S: StateStore> Tx<'a, S> {
         })
     }
 
-    /// The index entry of the message `handle` names: at the handle's visible time, or where a
-    /// visibility change forwarded it. `None` if the message has no entry (removed, dead-lettered,
-    /// or received again and moved by that receive).
-    fn locate(&mut self, handle: &HandleRef) -> Result<Option<Entry>, StoreError> {
-        let seq = handle.seq;
+    /// The index entry of message `seq` if it is at `indexed_at` (where a handle's receive put it)
+    /// or where a visibility change forwarded it. `None` if the message has no entry there
+    /// (removed, dead-lettered, or received again and moved by that receive).
+    fn locate(&mut self, seq: u64, indexed_at: u64) -> Result<Option<Entry>, StoreError> {
         if let Some(slot) = self.messages.get(&seq) {
             return Ok(match slot {
                 Slot::Indexed(entry) => Some(entry.clone()),
                 Slot::Outbox | Slot::Removed => None,
             });
         }
-        let mut entry = load_entry(self.store, handle.indexed_at, seq)?;
+        let mut entry = load_entry(self.store, indexed_at, seq)?;
         if entry.is_none() {
             if let Some(at) = load_at(self.store, &keys::forward(seq))? {
                 entry = load_entry(self.store, at, seq)?;
@@ -515,7 +514,7 @@ fn repeat_attempt<S: StateStore>(
 ) -> Result<QueueResult, StoreError> {
     let mut received = Vec::new();
     for handle in &attempt.handles {
-        let Some(entry) = tx.locate(handle)? else {
+        let Some(entry) = tx.locate(handle.seq, handle.indexed_at)? else {
             continue;
         };
         if entry.state.token != handle.token {
@@ -648,7 +647,7 @@ fn delete<S: StateStore>(
 ) -> Result<QueueResult, StoreError> {
     let mut outcomes = Vec::with_capacity(handles.len());
     for handle in handles {
-        let outcome = match tx.locate(&handle)? {
+        let outcome = match tx.locate(handle.seq, handle.indexed_at)? {
             Some(entry) if entry.state.token == handle.token && entry.state.receive_count > 0 => {
                 tx.remove(handle.seq, &entry)?;
                 DeleteOutcome::Deleted
@@ -670,7 +669,7 @@ fn change_visibility<S: StateStore>(
     let mut outcomes = Vec::with_capacity(changes.len());
     for change in changes {
         let handle = change.handle;
-        let outcome = match tx.locate(&handle)? {
+        let outcome = match tx.locate(handle.seq, handle.indexed_at)? {
             Some(entry)
                 if entry.state.token != handle.token
                     || entry.state.receive_count == 0
@@ -743,12 +742,7 @@ fn expire<S: StateStore>(
             Some(group) => load_at(tx.store, &keys::group_message(group, seq))?,
             None => Some(head.first_visible_at_ms),
         };
-        let handle = HandleRef {
-            seq,
-            token: 0,
-            indexed_at: at.unwrap_or(DEAD_LETTERED),
-        };
-        match tx.locate(&handle)? {
+        match at.map(|at| tx.locate(seq, at)).transpose()?.flatten() {
             Some(entry) => entries.push((seq, entry)),
             None => {
                 moved.insert(seq);
