@@ -16,6 +16,8 @@
 //! [0x09] expires_at:u64be attempt id      -> []   (receive attempts by expiry)
 //! [0x0A] seq:u64be                        -> visible_at:u64be (forward: where the index entry of a
 //!                                            message went when its visibility changed)
+//! [0x0B]                          -> index key (where retention's search for moved messages
+//!                                    goes on)
 //! ```
 //! The visibility index sorts by time first, so "what can be received now" is one range scan from
 //! the start of the index up to `now`. A receipt handle carries the visible time its receive gave
@@ -32,6 +34,7 @@ pub const DEAD_LETTERS: u8 = 0x07;
 pub const ATTEMPTS: u8 = 0x08;
 pub const ATTEMPT_EXPIRY: u8 = 0x09;
 pub const FORWARDS: u8 = 0x0A;
+pub const RETENTION_CURSOR: &[u8] = &[0x0B];
 
 pub fn message(seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
@@ -56,8 +59,13 @@ pub fn visibility(visible_at_ms: u64, seq: u64) -> Vec<u8> {
 pub fn visibility_after(ms: u64) -> Vec<u8> {
     match ms.checked_add(1) {
         Some(next) => visibility(next, 0),
-        None => vec![VISIBILITY + 1],
+        None => visibility_end(),
     }
+}
+
+/// The first key after the whole index.
+pub fn visibility_end() -> Vec<u8> {
+    vec![VISIBILITY + 1]
 }
 
 /// Splits an index key into `(visible_at_ms, seq)`.

@@ -45,6 +45,8 @@ const STANDARD_SCAN_SLACK: usize = 100;
 /// FIFO groups a receive considers, oldest first, and messages of each group it looks at.
 const FIFO_GROUPS_SCANNED: usize = 2_000;
 const FIFO_GROUP_WINDOW: usize = 200;
+/// Index entries one retention command looks through for messages a receive moved.
+const RETENTION_INDEX_WINDOW: usize = 4_096;
 /// Expired deduplication and attempt records removed per command.
 const PRUNE_PER_COMMAND: usize = 16;
 
@@ -750,20 +752,7 @@ fn expire<S: StateStore>(
         }
     }
     if !moved.is_empty() {
-        // Their entries lie anywhere between the floor and the end of the index: one pass finds
-        // them all, and is needed only for messages received and neither deleted nor received
-        // again within the retention period.
-        scan_due(
-            tx.store,
-            tx.meta.visibility_floor,
-            u64::MAX - 1,
-            &mut |seq, entry| {
-                if moved.remove(&seq) {
-                    entries.push((seq, entry));
-                }
-                !moved.is_empty()
-            },
-        )?;
+        find_moved(tx, moved, &mut entries)?;
     }
     for (seq, entry) in &entries {
         tx.remove(*seq, entry)?;
@@ -771,6 +760,45 @@ fn expire<S: StateStore>(
     Ok(QueueResult::Expired {
         removed: entries.len() as u64,
     })
+}
+
+/// Finds the index entries of expired standard messages that a receive moved (received, then
+/// neither deleted nor received again within the retention period). They lie anywhere in the
+/// index, so the search goes through at most [`RETENTION_INDEX_WINDOW`] entries, from where the
+/// last search stopped to the end of the index and on from its floor; the next retention command
+/// goes on from there. Every replica applies it, so a long backlog costs many short commands
+/// instead of one that holds up the partition.
+fn find_moved<S: StateStore>(
+    tx: &mut Tx<'_, S>,
+    mut moved: BTreeSet<u64>,
+    entries: &mut Vec<(u64, Entry)>,
+) -> Result<(), StoreError> {
+    let floor = keys::visibility(tx.meta.visibility_floor, 0);
+    let cursor = tx
+        .store
+        .get(keys::RETENTION_CURSOR)?
+        .filter(|cursor| *cursor > floor)
+        .unwrap_or_else(|| floor.clone());
+    let mut budget = RETENTION_INDEX_WINDOW;
+    let mut resume = None;
+    for (from, to) in [(&cursor, &keys::visibility_end()), (&floor, &cursor)] {
+        if moved.is_empty() || budget == 0 {
+            break;
+        }
+        scan_index(tx.store, from, to, &mut |key, seq, entry| {
+            budget -= 1;
+            if moved.remove(&seq) {
+                entries.push((seq, entry));
+            }
+            // The key right after this one.
+            resume = Some([key, &[0]].concat());
+            budget > 0 && !moved.is_empty()
+        })?;
+    }
+    if let Some(resume) = resume {
+        tx.store.put(keys::RETENTION_CURSOR.to_vec(), resume);
+    }
+    Ok(())
 }
 
 /// Removes up to [`PRUNE_PER_COMMAND`] records whose window closed by `now`, given their expiry index
@@ -812,25 +840,40 @@ fn scan_due<S: StateStore + ?Sized>(
     now_ms: u64,
     visit: &mut dyn FnMut(u64, Entry) -> bool,
 ) -> Result<(), StoreError> {
-    let mut failure = None;
-    store.scan(
+    scan_index(
+        store,
         &keys::visibility(floor, 0),
         &keys::visibility_after(now_ms),
-        &mut |key, value| match (keys::parse_visibility(key), decode::<MessageState>(value)) {
-            (Some((visible_at_ms, seq)), Ok(state)) => visit(
-                seq,
-                Entry {
-                    visible_at_ms,
-                    state,
-                },
-            ),
-            (_, Err(error)) => {
-                failure = Some(error);
-                false
-            }
-            (None, _) => true,
-        },
-    )?;
+        &mut |_, seq, entry| visit(seq, entry),
+    )
+}
+
+/// Visits the index entries from key `from` up to (not including) key `to`, with their keys.
+fn scan_index<S: StateStore + ?Sized>(
+    store: &S,
+    from: &[u8],
+    to: &[u8],
+    visit: &mut dyn FnMut(&[u8], u64, Entry) -> bool,
+) -> Result<(), StoreError> {
+    let mut failure = None;
+    store.scan(from, to, &mut |key, value| match (
+        keys::parse_visibility(key),
+        decode::<MessageState>(value),
+    ) {
+        (Some((visible_at_ms, seq)), Ok(state)) => visit(
+            key,
+            seq,
+            Entry {
+                visible_at_ms,
+                state,
+            },
+        ),
+        (_, Err(error)) => {
+            failure = Some(error);
+            false
+        }
+        (None, _) => true,
+    })?;
     failure.map_or(Ok(()), Err)
 }
 
@@ -866,7 +909,7 @@ pub fn next_visibility_change<S: StateStore + ?Sized>(
     let mut next = None;
     store.scan(
         &keys::visibility_after(now_ms),
-        &[keys::VISIBILITY + 1],
+        &keys::visibility_end(),
         &mut |key, _| {
             next = keys::parse_visibility(key).map(|(at, _)| at);
             false
@@ -886,7 +929,7 @@ pub fn approximate_counts<S: StateStore + ?Sized>(
     let mut failure = None;
     store.scan(
         &keys::visibility_after(now_ms),
-        &[keys::VISIBILITY + 1],
+        &keys::visibility_end(),
         &mut |_, state| {
             match decode::<MessageState>(state) {
                 Ok(state) if state.receive_count > 0 => counts.in_flight += 1,

@@ -14,6 +14,21 @@ struct Partition {
     index: u64,
 }
 
+fn new_message(group: Option<&str>, body: &str, dedup_key: Option<&str>) -> NewMessage {
+    NewMessage {
+        message_id: format!("id-{body}"),
+        body: Bytes::from(body.to_owned()),
+        attributes: Default::default(),
+        trace_header: None,
+        sender_id: "tester".into(),
+        delay_seconds: 0,
+        group_id: group.map(str::to_owned),
+        deduplication_id: dedup_key.map(str::to_owned),
+        dedup_key: dedup_key.map(str::to_owned),
+        dead_letter_source: None,
+    }
+}
+
 impl Partition {
     fn new() -> Self {
         Self {
@@ -44,20 +59,8 @@ impl Partition {
     }
 
     fn send(&mut self, group: Option<&str>, body: &str, dedup_key: Option<&str>) -> SentMessage {
-        let message = NewMessage {
-            message_id: format!("id-{body}"),
-            body: Bytes::from(body.to_owned()),
-            attributes: Default::default(),
-            trace_header: None,
-            sender_id: "tester".into(),
-            delay_seconds: 0,
-            group_id: group.map(str::to_owned),
-            deduplication_id: dedup_key.map(str::to_owned),
-            dedup_key: dedup_key.map(str::to_owned),
-            dead_letter_source: None,
-        };
         match self.run(QueueCommand::Send {
-            messages: vec![message],
+            messages: vec![new_message(group, body, dedup_key)],
         }) {
             QueueResult::Sent(mut sent) => sent.remove(0),
             other => panic!("send gave {other:?}"),
@@ -278,4 +281,39 @@ fn retention_expires_messages_wherever_their_index_entries_are() {
             ApproximateCounts::default()
         );
     }
+}
+
+/// A received message left to expire is searched for a window of the index at a time: a command
+/// looks through a bounded number of entries and the next one goes on from where it stopped.
+#[test]
+fn retention_searches_for_moved_messages_a_window_at_a_time() {
+    let mut p = Partition::new();
+    p.send(None, "old", None);
+    // The receive moves its entry 30 s on, behind everything sent in the next 30 s.
+    assert_eq!(bodies(&p.receive(1, false, None, None)), ["old"]);
+    p.now += 1_000;
+    for batch in 0..10 {
+        let messages = (0..500)
+            .map(|i| new_message(None, &format!("new-{batch}-{i}"), None))
+            .collect();
+        assert!(matches!(
+            p.run(QueueCommand::Send { messages }),
+            QueueResult::Sent(_)
+        ));
+    }
+    // "old" is past a 60 s retention period, the 5,000 newer messages are not.
+    p.now += 59_500;
+    let expire = QueueCommand::ExpireRetention {
+        retention_s: 60,
+        max: 10,
+    };
+    assert_eq!(
+        p.run(expire.clone()),
+        QueueResult::Expired { removed: 0 },
+        "the first command's window ends among the 5,000 newer entries"
+    );
+    assert_eq!(p.run(expire.clone()), QueueResult::Expired { removed: 1 });
+    assert_eq!(p.run(expire), QueueResult::Expired { removed: 0 });
+    let counts = approximate_counts(&p.store, p.now).unwrap();
+    assert_eq!((counts.visible, counts.in_flight), (5_000, 0));
 }
