@@ -220,6 +220,9 @@ fn check_format(db: &DB, dir: &Path) -> Result<(), StorageError> {
 
 fn cf_options(name: &str) -> Options {
     let mut options = Options::default();
+    // LZ4 rather than the default Snappy: cheaper to compress and to decompress, for the same ratio
+    // on message bodies (docs/benchmarks.md, fourteenth pass).
+    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     if name == CF_LOG {
         // Log entries are written once, read mostly while fresh, and deleted in ranges by purge.
         options.set_write_buffer_size(64 << 20);
