@@ -220,9 +220,11 @@ fn check_format(db: &DB, dir: &Path) -> Result<(), StorageError> {
 
 fn cf_options(name: &str) -> Options {
     let mut options = Options::default();
-    // LZ4 rather than the default Snappy: cheaper to compress and to decompress, for the same ratio
-    // on message bodies (docs/benchmarks.md, fourteenth pass).
-    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Levels 0 and 1 hold what was written last, which the log's purges and the queues' deletes
+    // mostly remove before it goes deeper: flushes and the first compaction do not compress it.
+    // Below, LZ4, cheaper than the default Snappy (docs/benchmarks.md, fourteenth pass).
+    use rocksdb::DBCompressionType::{Lz4, None as Plain};
+    options.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
     if name == CF_LOG {
         // Log entries are written once, read mostly while fresh, and deleted in ranges by purge.
         options.set_write_buffer_size(64 << 20);
