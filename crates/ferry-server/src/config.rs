@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Prefer the variable or the file: a flag shows in the process list.
     #[arg(long, env = "FERRY_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// The secret that authenticates receipt handles; the same on every member. Prefer the
+    /// variable or the file: a flag shows in the process list.
+    #[arg(long, env = "FERRY_RECEIPT_SECRET", hide_env_values = true)]
+    pub receipt_secret: Option<String>,
 }
 
 /// The configuration file. Unknown keys are refused so a typo does not pass silently.
@@ -127,7 +131,7 @@ const DEFAULT_ACCOUNT_ID: &str = "000000000000";
 /// The SenderId of unauthenticated callers (the value AWS emulators report).
 const DEFAULT_SENDER_ID: &str = "AIDAIT2UOQQY3AUEKVGXU";
 /// Receipt handles are authenticated with this unless a secret is configured. Production clusters
-/// set their own in the config file.
+/// set their own (FERRY_RECEIPT_SECRET or the config file).
 const DEFAULT_RECEIPT_SECRET: &str = "ferry-development-receipt-secret";
 const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Like LocalStack: any credentials work, and the access key becomes the sender's identity.
@@ -198,6 +202,11 @@ impl ServeArgs {
                  cluster_secret in the config file) to the same value on every member"
             ),
         };
+        let receipt_secret = match self.receipt_secret.clone().or(file.receipt_secret) {
+            Some(secret) if secret.is_empty() => bail!("receipt_secret must not be empty"),
+            Some(secret) => secret,
+            None => DEFAULT_RECEIPT_SECRET.into(),
+        };
         let sqs_credentials = file
             .sqs_credentials
             .into_iter()
@@ -240,10 +249,7 @@ impl ServeArgs {
                 region: file.region.unwrap_or_else(|| DEFAULT_REGION.into()),
                 account_id: file.account_id.unwrap_or_else(|| DEFAULT_ACCOUNT_ID.into()),
                 sender_id: DEFAULT_SENDER_ID.into(),
-                receipt_secret: file
-                    .receipt_secret
-                    .unwrap_or_else(|| DEFAULT_RECEIPT_SECRET.into())
-                    .into_bytes(),
+                receipt_secret: receipt_secret.into_bytes(),
                 request_timeout: Duration::from_millis(
                     file.request_timeout_ms
                         .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
@@ -332,6 +338,35 @@ mod tests {
         assert!(args.resolve().is_ok());
         // Alone, a node needs none.
         assert!(ServeArgs::default().resolve().is_ok());
+    }
+
+    #[test]
+    fn the_receipt_secret_comes_from_the_flag_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(&path, "receipt_secret = \"from-file\"\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            from_file.resolve().unwrap().broker.receipt_secret,
+            b"from-file"
+        );
+        let from_flag = ServeArgs {
+            config: Some(path),
+            receipt_secret: Some("from-flag".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            from_flag.resolve().unwrap().broker.receipt_secret,
+            b"from-flag"
+        );
+        let empty = ServeArgs {
+            receipt_secret: Some(String::new()),
+            ..Default::default()
+        };
+        assert!(empty.resolve().is_err());
     }
 
     #[test]
