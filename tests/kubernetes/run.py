@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import boto3
@@ -24,8 +25,9 @@ from botocore.config import Config
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "jepsen"))
 from ferry_jepsen import net  # noqa: E402
+from ferry_jepsen.util import wait_until  # noqa: E402
 
-READY_TIMEOUT_S = int(os.environ.get("READY_TIMEOUT_S", "90"))
+READY_TIMEOUT_S = 90
 MESSAGES = 30
 
 
@@ -36,18 +38,6 @@ def fail(message):
 def check(condition, message):
     if not condition:
         fail(message)
-
-
-def wait_for(what, condition, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass  # not listening yet
-        time.sleep(0.2)
-    fail(f"{what}: not within {timeout_s} s")
 
 
 def http_status(url):
@@ -201,7 +191,8 @@ class Pods:
         return http_status(self.manifest.probe_url("readinessProbe", self.ip(ordinal)))[0] == 200
 
     def wait_ready(self, ordinal):
-        wait_for(f"pod {ordinal} ready", lambda: self.ready(ordinal), READY_TIMEOUT_S)
+        if not wait_until(lambda: self.ready(ordinal), READY_TIMEOUT_S, what=f"pod {ordinal} ready"):
+            fail(f"pod {ordinal} not ready within {READY_TIMEOUT_S} s")
 
     def stop_all(self):
         for proc in self.procs.values():
@@ -284,8 +275,9 @@ def main():
     args = parser.parse_args()
     manifest = Manifest(args.manifest)
     run_dir = tempfile.mkdtemp(prefix="ferry-kubernetes-")
-    pods = Pods(manifest, args.binary, run_dir)
+    pods = None
     try:
+        pods = Pods(manifest, args.binary, run_dir)
         run(manifest, pods)
     except BaseException:
         for ordinal in range(manifest.replicas):
@@ -295,7 +287,8 @@ def main():
                     print(f"--- pod-{ordinal}.log (last lines)\n" + "".join(f.readlines()[-15:]))
         raise
     finally:
-        pods.stop_all()
+        if pods is not None:
+            pods.stop_all()
         net.teardown()
         for ordinal in range(manifest.replicas):
             shutil.rmtree(f"/etc/netns/{net.ns_name(ordinal + 1)}", ignore_errors=True)
