@@ -665,6 +665,62 @@ async fn the_internal_service_refuses_callers_without_the_cluster_key() {
     .await;
 }
 
+/// Readiness through a catalog election: when the catalog's leader is SIGKILLed, the two survivors
+/// hear from each other (a majority) and answer ready at every poll until they have a new leader,
+/// which serves; a load balancer that dropped them meanwhile would refuse every client. The last
+/// node, once it hears from no majority, turns unready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivors_stay_ready_while_the_catalog_elects_a_leader() {
+    const NO_QUORUM_TIMEOUT: Duration = Duration::from_secs(25);
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let old_leader = cluster.wait_for_leader(0, LEADER_TIMEOUT).await;
+    cluster.kill(old_leader);
+    let survivors = cluster.running();
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    let mut polls = 0;
+    let new_leader = loop {
+        for &id in &survivors {
+            assert!(
+                cluster.is_ready(id).await,
+                "node {id} unready {polls} polls after the catalog leader {old_leader} died"
+            );
+        }
+        polls += 1;
+        if let Some(leader) = cluster.leader_of(0).await {
+            break leader;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new catalog leader after {LEADER_TIMEOUT:?}"
+        );
+        tokio::time::sleep(common::POLL_INTERVAL).await;
+    };
+    eprintln!("catalog leader {old_leader} -> {new_leader} after {polls} polls, all ready");
+    for &id in &survivors {
+        cluster
+            .client(id)
+            .create_queue(CreateQueueRequest {
+                queue_name: format!("after-election-{id}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|status| panic!("create a queue through node {id}: {status:?}"));
+    }
+
+    let last = if new_leader == survivors[0] {
+        survivors[1]
+    } else {
+        survivors[0]
+    };
+    cluster.kill(new_leader);
+    wait_until(
+        NO_QUORUM_TIMEOUT,
+        "the last node reports itself unready",
+        async || !cluster.is_ready(last).await,
+    )
+    .await;
+}
+
 /// Creates `queue` with one partition and returns its group once the group has a leader.
 async fn create_one_partition_queue(cluster: &TestCluster, queue: &str) -> u64 {
     cluster

@@ -108,9 +108,9 @@ impl Broker {
         Arc::new(self.router.clone())
     }
 
-    /// Whether this node can serve: it is in touch with the catalog group's leader.
+    /// Whether this node should take client requests (see `MultiRaft::is_ready`).
     pub fn is_ready(&self) -> bool {
-        self.multi.in_touch_with_catalog_leader()
+        self.multi.is_ready()
     }
 
     pub fn queue_arn(&self, name: &str) -> String {

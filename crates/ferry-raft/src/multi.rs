@@ -36,6 +36,9 @@ const HAND_OVER_RECENT_ACK: Duration = Duration::from_millis(2 * HEARTBEAT_MS);
 /// How long a replica other than the first waits for a new group to reach it before starting the
 /// group itself.
 const INITIALIZE_FALLBACK: Duration = Duration::from_secs(3);
+/// How long a node that hears from a majority stays ready without a catalog leader: a few
+/// elections' worth (each waits out the silence timeout and an election timeout).
+const ELECTION_GRACE: Duration = Duration::from_secs(10);
 /// Entries between snapshots, by default; behind a snapshot only a tail of a fifth as many entries is
 /// kept, so a replica further behind catches up from the snapshot. A snapshot copies the whole
 /// partition, so with a large backlog frequent ones cost more than the log they free: at 5,000 a
@@ -207,6 +210,9 @@ pub struct MultiRaft {
     lifecycle: Mutex<()>,
     catalog_tx: watch::Sender<Catalog>,
     liveness: PeerLiveness,
+    /// When this node was last in touch with the catalog's leader, on [`quiet::clock_ms`]; 0 for
+    /// never since it started.
+    catalog_contact_ms: AtomicU64,
 }
 
 impl MultiRaft {
@@ -244,6 +250,7 @@ impl MultiRaft {
             lifecycle: Mutex::new(()),
             catalog_tx,
             liveness: PeerLiveness::default(),
+            catalog_contact_ms: AtomicU64::new(0),
         }))
     }
 
@@ -448,24 +455,55 @@ impl MultiRaft {
         }
     }
 
-    /// Whether this node is in touch with the catalog group's leader, which it needs to serve: it
-    /// has heard from the leader's node within the failure detector's silence timeout, or it leads
-    /// and has heard from a majority of the members. A node cut off from the leader (or refused by
-    /// the others, with another cluster secret) is not, though it may remember a leader from before.
-    pub fn in_touch_with_catalog_leader(&self) -> bool {
+    /// Whether this node should take client requests. It should while it is in touch with the
+    /// catalog group's leader: it has heard from the leader's node within the failure detector's
+    /// silence timeout, or it leads and has heard from a majority of the members. It still should
+    /// for [`ELECTION_GRACE`] after that, as long as it hears from a majority: the catalog is
+    /// electing a new leader, which requests wait for, and a load balancer that dropped every node
+    /// meanwhile would refuse connections instead. A node cut off from the majority (or refused by
+    /// the others, with another cluster secret) is not ready, nor is one that has not been in touch
+    /// since it started, though it may remember a leader from its stored vote.
+    pub fn is_ready(&self) -> bool {
+        let now = quiet::clock_ms();
+        if self.note_catalog_contact(now) {
+            return true;
+        }
+        let last = self.catalog_contact_ms.load(Ordering::Relaxed);
+        last != 0
+            && now.saturating_sub(last) < ELECTION_GRACE.as_millis() as u64
+            && self.hears_majority(now)
+    }
+
+    /// Whether this node is in touch with the catalog's leader now; remembers when it was.
+    fn note_catalog_contact(&self, now: u64) -> bool {
         let Some(leader) = self
             .group(CATALOG_GROUP)
             .and_then(|handle| handle.current_leader())
         else {
             return false;
         };
-        let now = quiet::clock_ms();
-        let hears =
-            |node: NodeId| node == self.node_id || self.liveness.steady(node, now, u64::MAX);
-        if leader != self.node_id {
-            return hears(leader);
+        let in_touch = if leader == self.node_id {
+            self.hears_majority(now)
+        } else {
+            self.hears(leader, now)
+        };
+        if in_touch {
+            self.catalog_contact_ms.fetch_max(now, Ordering::Relaxed);
         }
-        let heard = self.members.keys().filter(|&&node| hears(node)).count();
+        in_touch
+    }
+
+    fn hears(&self, node: NodeId, now: u64) -> bool {
+        node == self.node_id || self.liveness.steady(node, now, u64::MAX)
+    }
+
+    /// Whether this node, counting itself, has heard from a majority of the members.
+    fn hears_majority(&self, now: u64) -> bool {
+        let heard = self
+            .members
+            .keys()
+            .filter(|&&node| self.hears(node, now))
+            .count();
         heard * 2 > self.members.len()
     }
 
@@ -490,6 +528,8 @@ impl MultiRaft {
 
     fn sweep_quiet_groups(&self) {
         let now = quiet::clock_ms();
+        // Between readiness probes too, so that the grace after losing the leader counts from then.
+        self.note_catalog_contact(now);
         let mut quiet_groups = 0;
         for handle in self.groups() {
             let view = handle.view(self.node_id);

@@ -168,7 +168,7 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not in touch with a catalog leader",
+            "not in touch with a majority and a catalog leader",
         )
     }
 }
