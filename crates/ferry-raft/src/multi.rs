@@ -9,14 +9,16 @@ use std::time::Duration;
 use ferry_catalog::CatalogView;
 use ferry_storage::{GroupState, LogStore, NodeDb};
 use ferry_types::{GroupId, NodeId, CATALOG_GROUP};
-use openraft::error::InitializeError;
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use openraft::alias::LeaderIdOf;
+use openraft::entry::RaftEntry;
+use openraft::vote::RaftLeaderId;
+use openraft::{BasicNode, Config, EntryPayload, Membership, SnapshotPolicy};
 use tokio::sync::{watch, Mutex};
 
 use crate::network::{GroupNetwork, RaftRouter};
 use crate::quiet::{self, Activity, GroupView, PeerLiveness, QuiesceRequest, Verdict};
 use crate::state_machine::{Catalog, GroupSignals, GroupStateMachine};
-use crate::types::Raft;
+use crate::types::{Entry, LogId, Raft, TypeConfig};
 
 /// Timing of every group. Elections are slow enough that a loaded 2-core machine running three nodes
 /// does not flap, and fast enough that a killed leader is replaced within a few seconds. Every
@@ -33,9 +35,6 @@ const HAND_OVER_INTERVAL_MS: u64 = 10_000;
 /// A leader hands its group over only if every follower answered a call sent this recently: a
 /// follower it has not heard from lately may be cut off, and the election would then need it.
 const HAND_OVER_RECENT_ACK: Duration = Duration::from_millis(2 * HEARTBEAT_MS);
-/// How long a replica other than the first waits for a new group to reach it before starting the
-/// group itself.
-const INITIALIZE_FALLBACK: Duration = Duration::from_secs(3);
 /// How long a node that hears from a majority stays ready without a catalog leader: a few
 /// elections' worth (each waits out the silence timeout and an election timeout).
 const ELECTION_GRACE: Duration = Duration::from_secs(10);
@@ -307,9 +306,10 @@ impl MultiRaft {
         self.start_group(CATALOG_GROUP, &members).await
     }
 
-    /// Starts `group` on this node if it is not running. A group that has never run anywhere is
-    /// initialised by every replica with the same membership (openraft allows that; the vote picks
-    /// one leader).
+    /// Starts `group` on this node if it is not running. A replica new to the group first writes
+    /// the group's first entry itself (see [`first_entry`]); the first replica then campaigns at
+    /// once, so it usually becomes the first leader (placement spreads first replicas evenly), and
+    /// the others wait out an election timeout, so a group forms without it too.
     pub async fn start_group(
         &self,
         group: GroupId,
@@ -319,9 +319,16 @@ impl MultiRaft {
         if let Some(handle) = self.group(group) {
             return Ok(handle);
         }
+        let &[founder, ..] = replicas else {
+            return Err(io::Error::other(format!("{group} has no replicas")));
+        };
         let signals = Arc::new(GroupSignals::default());
         let catalog = group.is_catalog().then(|| self.catalog_tx.clone());
         let log = LogStore::new(self.db.clone(), group);
+        let new_here = log.is_pristine()?;
+        if new_here {
+            log.write_first_entry(&first_entry(founder, replicas, &self.members))?;
+        }
         let machine = GroupStateMachine::open(
             self.db.clone(),
             group,
@@ -336,37 +343,11 @@ impl MultiRaft {
         let raft = Raft::new(self.node_id, self.config.clone(), network, log, machine)
             .await
             .map_err(io::Error::other)?;
-        if !raft.is_initialized().await.map_err(io::Error::other)? {
-            let members: BTreeMap<NodeId, BasicNode> = replicas
-                .iter()
-                .map(|node| {
-                    (
-                        *node,
-                        BasicNode::new(self.members.get(node).cloned().unwrap_or_default()),
-                    )
-                })
-                .collect();
-            // The first replica starts the group at once and so usually becomes its first leader
-            // (placement spreads first replicas evenly). The others start it themselves only if it
-            // has not reached them shortly after, so a group forms even with its first replica down.
-            let delay = if replicas.first() == Some(&self.node_id) {
-                Duration::ZERO
-            } else {
-                INITIALIZE_FALLBACK
-            };
-            let raft = raft.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                if raft.is_initialized().await.unwrap_or(true) {
-                    return;
-                }
-                match raft.initialize(members).await {
-                    Ok(())
-                    | Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                    }
-                    Err(error) => tracing::error!(%error, "initialising a group failed"),
-                }
-            });
+        if new_here && founder == self.node_id {
+            raft.trigger()
+                .elect(false)
+                .await
+                .map_err(io::Error::other)?;
         }
         let handle = GroupHandle {
             group,
@@ -593,4 +574,25 @@ impl MultiRaft {
             let _ = handle.raft.shutdown().await;
         }
     }
+}
+
+/// The first entry of a new group: its membership, under the log id openraft's `initialize` gives
+/// it on `founder`. Every replica writes the same entry before the group first runs there, so each
+/// knows the members from the start. When only the founder initialised the group and the others
+/// did after a delay, a replica that granted the founder its vote before this entry arrived counted
+/// as initialised to openraft yet had no members, and could not elect anyone if the founder died
+/// right then.
+fn first_entry(founder: NodeId, replicas: &[NodeId], members: &BTreeMap<NodeId, String>) -> Entry {
+    let nodes: BTreeMap<NodeId, BasicNode> = replicas
+        .iter()
+        .map(|node| {
+            let address = members.get(node).cloned().unwrap_or_default();
+            (*node, BasicNode::new(address))
+        })
+        .collect();
+    let leader = LeaderIdOf::<TypeConfig>::new(0, founder);
+    Entry::new(
+        LogId::new(leader.to_committed(), 0),
+        EntryPayload::Membership(Membership::from(nodes)),
+    )
 }

@@ -21,6 +21,7 @@ pub type StoredMembership = StoredMembershipOf<TypeConfig>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 
 /// A log entry's payload: the leader's time stamp and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

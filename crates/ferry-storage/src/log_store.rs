@@ -56,6 +56,31 @@ impl<C: RaftTypeConfig> LogStore<C> {
         self.recent().purge_through(index);
     }
 
+    /// Whether this replica holds nothing of the group yet: no entry, no vote, no purge point.
+    pub fn is_pristine(&self) -> Result<bool, StorageError> {
+        Ok(self.last_entry()?.is_none()
+            && self.get_meta::<VoteOf<C>>(meta::VOTE, "vote")?.is_none()
+            && self
+                .get_meta::<LogIdOf<C>>(meta::PURGED, "purged log id")?
+                .is_none())
+    }
+
+    /// Writes a pristine replica's first entry before openraft runs the group, which then starts
+    /// from it. Not synced: a replica that loses it is pristine again and writes the same entry,
+    /// and whatever it does next for the group (a vote, an append) syncs the WAL with it.
+    pub fn write_first_entry(&self, entry: &EntryOf<C>) -> Result<(), StorageError> {
+        let value = postcard::to_allocvec(entry).map_err(|source| StorageError::Encode {
+            what: "log entry",
+            source,
+        })?;
+        self.db.db().put_cf(
+            self.db.cf(CF_LOG),
+            keys::log_key(self.group, entry.index()),
+            value,
+        )?;
+        Ok(())
+    }
+
     fn recent(&self) -> MutexGuard<'_, RecentEntries> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
