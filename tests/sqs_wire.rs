@@ -659,6 +659,31 @@ async fn fifo_parameters_reach_the_queue(addr: SocketAddr) {
     );
     let retried = receive_one_json(addr, &queue_url, receive).await;
     assert_eq!(retried["ReceiptHandle"], message["ReceiptHandle"]);
+
+    // Why: FIFO messages take the queue's delay; SQS accepts an explicit 0 and refuses others.
+    let delay = |seconds: u32, id: &str| {
+        json!({"QueueUrl": queue_url, "MessageBody": "x", "MessageGroupId": "g0",
+               "MessageDeduplicationId": id, "DelaySeconds": seconds})
+    };
+    let zero = json_call(addr, "SendMessage", delay(0, "delay-0")).await;
+    assert_eq!(zero.status, 200, "{zero:?}");
+    let five = json_call(addr, "SendMessage", delay(5, "delay-5")).await;
+    assert_eq!(
+        five.header("x-amzn-query-error"),
+        Some("InvalidParameterValue;Sender"),
+        "{five:?}"
+    );
+
+    // Why: tools write back every attribute they read, FifoQueue included; changing it fails.
+    let set_type = |value: &str| json!({"QueueUrl": queue_url, "Attributes": {"FifoQueue": value, "VisibilityTimeout": "31"}});
+    let same = json_call(addr, "SetQueueAttributes", set_type("true")).await;
+    assert_eq!(same.status, 200, "{same:?}");
+    let changed = json_call(addr, "SetQueueAttributes", set_type("false")).await;
+    assert_eq!(
+        changed.header("x-amzn-query-error"),
+        Some("InvalidAttributeValue;Sender"),
+        "{changed:?}"
+    );
 }
 
 /// Too large a request is refused before its body is read; queue URLs follow the Host header.

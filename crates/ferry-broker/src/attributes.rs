@@ -163,6 +163,14 @@ pub fn validate(
             return Err(unknown(name));
         };
         if name == FIFO_QUEUE && !creating {
+            // As SQS: unknown on a standard queue; on a FIFO queue, repeating its type changes
+            // nothing (tools write back every attribute they read) and changing it is refused.
+            if !fifo {
+                return Err(unknown(name));
+            }
+            if value.eq_ignore_ascii_case("true") {
+                continue;
+            }
             return Err(invalid_value(
                 name,
                 "Modifying queue type is not supported.",
@@ -236,8 +244,21 @@ pub fn number(queue: &QueueRecord, name: &str) -> u64 {
     }
 }
 
-/// Every attribute of a queue with defaults filled in; `counts` supplies the computed counters.
-pub fn all(queue: &QueueRecord, counts: ApproximateCounts, arn: &str) -> BTreeMap<String, String> {
+/// The first of `requested` (as [`validate`] normalised them) whose value differs from the
+/// queue's, defaults counted: a CreateQueue of an existing queue succeeds only without one.
+pub fn first_difference<'a>(
+    queue: &QueueRecord,
+    requested: &'a BTreeMap<String, String>,
+) -> Option<&'a str> {
+    let current = settable(queue);
+    requested
+        .iter()
+        .find(|(name, value)| current.get(*name) != Some(value))
+        .map(|(name, _)| name.as_str())
+}
+
+/// The settable attributes of a queue: as set, or their defaults.
+fn settable(queue: &QueueRecord) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (name, rule) in SETTABLE {
         let default = match rule {
@@ -257,6 +278,12 @@ pub fn all(queue: &QueueRecord, counts: ApproximateCounts, arn: &str) -> BTreeMa
                 .or_insert_with(|| (*default).to_owned());
         }
     }
+    out
+}
+
+/// Every attribute of a queue with defaults filled in; `counts` supplies the computed counters.
+pub fn all(queue: &QueueRecord, counts: ApproximateCounts, arn: &str) -> BTreeMap<String, String> {
+    let mut out = settable(queue);
     out.insert(
         "ApproximateNumberOfMessages".into(),
         counts.visible.to_string(),
@@ -350,11 +377,51 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidAttributeName);
-        let err = validate(&attrs(&[("FifoQueue", "true")]), true, false).unwrap_err();
+        // SetQueueAttributes: unknown on a standard queue, a no-op repeated on a FIFO queue.
+        let err = validate(&attrs(&[("FifoQueue", "true")]), false, false).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidAttributeName);
+        assert_eq!(
+            validate(&attrs(&[("FifoQueue", "true")]), true, false).unwrap(),
+            BTreeMap::new()
+        );
+        let err = validate(&attrs(&[("FifoQueue", "false")]), true, false).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidAttributeValue);
         assert_eq!(
             validate(&attrs(&[("FifoQueue", "false")]), false, true).unwrap(),
             BTreeMap::new()
         );
+    }
+
+    #[test]
+    fn an_existing_queue_matches_the_attributes_a_create_names_defaults_counted() {
+        let queue = crate::test_queue(false, &[("VisibilityTimeout", "40")], 1);
+        let differs = |pairs: &[(&str, &str)]| {
+            let requested = validate(&attrs(pairs), false, true).unwrap();
+            first_difference(&queue, &requested).map(str::to_owned)
+        };
+        assert_eq!(differs(&[]), None);
+        assert_eq!(differs(&[("VisibilityTimeout", "40")]), None);
+        assert_eq!(
+            differs(&[("VisibilityTimeout", "40"), ("DelaySeconds", "0")]),
+            None
+        );
+        assert_eq!(
+            differs(&[("VisibilityTimeout", "30")]).as_deref(),
+            Some("VisibilityTimeout")
+        );
+        assert_eq!(
+            differs(&[("DelaySeconds", "1")]).as_deref(),
+            Some("DelaySeconds")
+        );
+        let fifo = crate::test_queue(true, &[("FifoQueue", "true")], 1);
+        let requested = validate(&attrs(&[("FifoQueue", "true")]), true, true).unwrap();
+        assert_eq!(first_difference(&fifo, &requested), None);
+        let requested = validate(
+            &attrs(&[("FifoQueue", "true"), ("DeduplicationScope", "queue")]),
+            true,
+            true,
+        )
+        .unwrap();
+        assert_eq!(first_difference(&fifo, &requested), None);
     }
 }

@@ -41,8 +41,11 @@ pub fn resolve(queue: &QueueRecord, input: &SendInput) -> Result<FifoFields, Fer
         }
         return Ok(FifoFields::default());
     }
-    if input.delay_seconds.is_some() {
-        return Err(not_for_queue_type("DelaySeconds"));
+    // Only the queue's delay applies to FIFO messages; SQS accepts an explicit 0 all the same.
+    if let Some(delay) = input.delay_seconds.filter(|delay| *delay != 0) {
+        return Err(FerryError::invalid(format!(
+            "Value {delay} for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type."
+        )));
     }
     let group = input.message_group_id.clone().ok_or_else(|| {
         FerryError::new(
@@ -65,9 +68,16 @@ pub fn resolve(queue: &QueueRecord, input: &SendInput) -> Result<FifoFields, Fer
             ))
         }
     };
-    let dedup_key = match flag(queue, "DeduplicationScope").as_deref() {
-        Some("messageGroup") => format!("g:{}:{group}:{deduplication_id}", group.len()),
-        _ => format!("q:{deduplication_id}"),
+    // A queue created for high throughput keeps its groups in several partitions, each of which
+    // deduplicates only what it holds, so it keeps group scope even if DeduplicationScope is set to
+    // `queue` later (changing the scope after creation does not change deduplication on SQS either,
+    // as recorded against AWS by LocalStack).
+    let group_scope = queue.partitions.len() > 1
+        || flag(queue, "DeduplicationScope").as_deref() == Some("messageGroup");
+    let dedup_key = if group_scope {
+        format!("g:{}:{group}:{deduplication_id}", group.len())
+    } else {
+        format!("q:{deduplication_id}")
     };
     Ok(FifoFields {
         group_id: Some(group),
@@ -136,5 +146,41 @@ mod tests {
     fn sequence_numbers_have_twenty_digits_and_sort_numerically() {
         assert_eq!(sequence_number(7), "00000000000000000007");
         assert!(sequence_number(10) > sequence_number(9));
+    }
+
+    fn fifo_send(delay_seconds: Option<u32>) -> SendInput {
+        SendInput {
+            body: "body".into(),
+            delay_seconds,
+            message_group_id: Some("g".into()),
+            message_deduplication_id: Some("d".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_fifo_send_may_name_delay_zero_only() {
+        let queue = crate::test_queue(true, &[("FifoQueue", "true")], 1);
+        assert!(resolve(&queue, &fifo_send(None)).is_ok());
+        assert!(resolve(&queue, &fifo_send(Some(0))).is_ok());
+        let err = resolve(&queue, &fifo_send(Some(5))).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidParameterValue);
+        assert!(err
+            .message
+            .starts_with("Value 5 for parameter DelaySeconds"));
+    }
+
+    #[test]
+    fn a_partitioned_queue_deduplicates_per_group_whatever_its_scope_says() {
+        let key = |attributes: &[(&str, &str)], partitions| {
+            let queue = crate::test_queue(true, attributes, partitions);
+            resolve(&queue, &fifo_send(None))
+                .unwrap()
+                .dedup_key
+                .unwrap()
+        };
+        assert_eq!(key(&[], 1), "q:d");
+        assert_eq!(key(&[("DeduplicationScope", "messageGroup")], 1), "g:1:g:d");
+        assert_eq!(key(&[("DeduplicationScope", "queue")], 4), "g:1:g:d");
     }
 }

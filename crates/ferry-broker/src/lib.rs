@@ -157,14 +157,30 @@ impl Broker {
         let command = CatalogCommand::CreateQueue {
             name: name.as_str().to_owned(),
             fifo: name.is_fifo(),
-            attributes,
+            attributes: attributes.clone(),
             tags,
             partitions,
             replication_factor: self.config.replication_factor,
             nodes: self.multi.members().keys().copied().collect(),
         };
-        let queue = self.catalog(command).await?;
-        Ok(queue_info(&queue))
+        match self.catalog(command).await {
+            Ok(queue) => Ok(queue_info(&queue)),
+            // The catalog takes a create of an existing queue only with exactly its stored
+            // attributes. SQS compares just the attributes the call names, against the queue's
+            // values with defaults filled in: a create with none, or with a default the queue
+            // kept, returns the queue.
+            Err(error) if error.code == ErrorCode::QueueNameExists => {
+                let existing = self.current_queue(name.as_str()).await?;
+                match attributes::first_difference(&existing, &attributes) {
+                    None => Ok(queue_info(&existing)),
+                    Some(differing) => Err(FerryError::new(
+                        ErrorCode::QueueNameExists,
+                        format!("A queue already exists with the same name and a different value for attribute {differing}"),
+                    )),
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 
     pub async fn get_queue(&self, name: &str) -> Result<QueueInfo, FerryError> {
@@ -568,7 +584,8 @@ impl Broker {
         let max_bytes = attributes::number(queue, MAXIMUM_MESSAGE_SIZE) as usize;
         validate::check_message(&input.body, &input.attributes, max_bytes)?;
         let fifo = fifo::resolve(queue, &input)?;
-        let delay_seconds = match input.delay_seconds {
+        // A FIFO message takes the queue's delay (`resolve` let only an explicit 0 through).
+        let delay_seconds = match input.delay_seconds.filter(|_| !queue.fifo) {
             Some(delay) => check_range(DELAY_SECONDS, delay, 0, MAX_DELAY_SECONDS)?,
             None => attributes::number(queue, DELAY_SECONDS) as u32,
         };
@@ -1535,6 +1552,31 @@ fn decode_token(token: &str) -> Result<String, FerryError> {
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(|| FerryError::invalid("Invalid NextToken."))
+}
+
+/// A queue record as the catalog would hold it, for unit tests of the broker's rules.
+#[cfg(test)]
+pub(crate) fn test_queue(fifo: bool, attributes: &[(&str, &str)], partitions: u64) -> QueueRecord {
+    QueueRecord {
+        id: 1,
+        name: if fifo { "q.fifo" } else { "q" }.to_owned(),
+        fifo,
+        attributes: attributes
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        tags: BTreeMap::new(),
+        created_at_ms: 0,
+        modified_at_ms: 0,
+        last_purge_at_ms: None,
+        partitions: (1..=partitions)
+            .map(|group| ferry_catalog::Partition {
+                group: GroupId(group),
+                replicas: vec![1, 2, 3],
+            })
+            .collect(),
+        permissions: BTreeMap::new(),
+    }
 }
 
 #[cfg(test)]

@@ -40,12 +40,12 @@ fn action_status(action: Action) -> (Status, &'static str) {
         ),
         Action::ChangeMessageVisibility => (
             Supported,
-            "Including the 12-hour total from the first receive.",
+            "Including the 12-hour limit, counted from the receive that issued the handle.",
         ),
         Action::ChangeMessageVisibilityBatch => (Supported, ""),
         Action::CreateQueue => (
             Supported,
-            "Standard and FIFO queues (high-throughput FIFO included); idempotent on equal attributes.",
+            "Standard and FIFO queues (high-throughput FIFO included); on an existing queue it returns the queue unless an attribute the call names differs from the queue's value (defaults counted).",
         ),
         Action::DeleteMessage => (
             Supported,
@@ -76,7 +76,10 @@ fn action_status(action: Action) -> (Status, &'static str) {
             "On a standard queue MessageGroupId is accepted (fair queues) but schedules nothing and is not returned.",
         ),
         Action::SendMessageBatch => (Supported, "Per-entry failures in `Failed` with HTTP 200."),
-        Action::SetQueueAttributes => (Supported, "FifoQueue cannot be changed."),
+        Action::SetQueueAttributes => (
+            Supported,
+            "FifoQueue cannot be changed (repeating a FIFO queue's `true` is accepted).",
+        ),
         Action::StartMessageMoveTask => (
             Supported,
             "One running task per source; back to each message's source queue, or to DestinationArn; MaxNumberOfMessagesPerSecond up to 500.",
@@ -109,7 +112,11 @@ const QUEUE_ATTRIBUTES: &[Row] = &[
     ("ContentBasedDeduplication", Status::Supported, "FIFO only."),
     ("KmsMasterKeyId", Status::Partial, "Accepted and reported; no encryption at rest."),
     ("KmsDataKeyReusePeriodSeconds", Status::Partial, "Accepted and reported (60–86,400, default 300)."),
-    ("DeduplicationScope", Status::Supported, "FIFO only."),
+    (
+        "DeduplicationScope",
+        Status::Supported,
+        "FIFO only. A queue created for high throughput keeps per-group deduplication if the scope is set to `queue` later (SQS too keeps the behaviour it was created with).",
+    ),
     ("FifoThroughputLimit", Status::Supported, "FIFO only; perMessageGroupId with DeduplicationScope messageGroup spreads groups over partitions."),
     ("RedriveAllowPolicy", Status::Supported, "allowAll, denyAll or byQueue, checked when a RedrivePolicy names the queue."),
     ("SqsManagedSseEnabled", Status::Partial, "Accepted and reported, default false (SQS: true); no encryption at rest."),

@@ -223,7 +223,10 @@ scenario_create_idempotency() {
     url=$(create idem --attributes VisibilityTimeout=40) || exit 1
     ok create-queue --queue-name "$(qname idem)" --attributes VisibilityTimeout=40
     check "d['QueueUrl'] == '$url'" "same attributes, same URL"
+    ok create-queue --queue-name "$(qname idem)"
+    check "d['QueueUrl'] == '$url'" "no attributes named, same URL"
     fails QueueAlreadyExists create-queue --queue-name "$(qname idem)" --attributes VisibilityTimeout=41
+    fails QueueAlreadyExists create-queue --queue-name "$(qname idem)" --attributes VisibilityTimeout=30
 }
 
 scenario_attributes_round_trip() {

@@ -321,16 +321,21 @@ def queue_lifecycle():
 
 
 @scenario
-def create_is_idempotent_only_with_equal_attributes():
+def create_is_idempotent_unless_a_named_attribute_differs():
     attributes = {"VisibilityTimeout": "40", "DelaySeconds": "2"}
     url = create("idem", attributes)
     check_eq(create("idem", attributes), url, "CreateQueue with equal attributes")
-    expect_error(
-        "QueueAlreadyExists",
-        C.create_queue,
-        QueueName=qname("idem"),
-        Attributes={"VisibilityTimeout": "41", "DelaySeconds": "2"},
+    # As SQS: only the attributes the call names count, against the queue's values or defaults.
+    check_eq(create("idem"), url, "CreateQueue naming no attributes")
+    check_eq(
+        create("idem", {"VisibilityTimeout": "40", "MessageRetentionPeriod": "345600"}),
+        url,
+        "CreateQueue naming a subset and a default the queue kept",
     )
+    for differing in ({"VisibilityTimeout": "41", "DelaySeconds": "2"}, {"VisibilityTimeout": "30"}):
+        expect_error(
+            "QueueAlreadyExists", C.create_queue, QueueName=qname("idem"), Attributes=differing
+        )
 
 
 @scenario
