@@ -288,6 +288,27 @@ async fn tags_are_set_listed_and_removed(c: &mut Client) {
     .await
     .expect("UntagQueue");
     assert_eq!(list_tags(c, queue).await, attrs(&[("env", "test")]));
+
+    // At most 50 tags per queue, counted after the call: a call that would pass it changes nothing.
+    let tags = |range: std::ops::Range<usize>| -> HashMap<String, String> {
+        range.map(|i| (format!("k{i}"), "v".to_owned())).collect()
+    };
+    c.tag_queue(TagQueueRequest {
+        queue_name: queue.into(),
+        tags: tags(0..40),
+    })
+    .await
+    .expect("TagQueue up to 41 tags");
+    assert_code(
+        c.tag_queue(TagQueueRequest {
+            queue_name: queue.into(),
+            tags: tags(35..50),
+        })
+        .await,
+        "InvalidParameterValue",
+        "TagQueue past 50 tags in total",
+    );
+    assert_eq!(list_tags(c, queue).await.len(), 41);
 }
 
 /// PurgeQueue deletes the messages; a second purge within SQS's 60 s is refused.

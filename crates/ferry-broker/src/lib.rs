@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_catalog::{
-    CatalogCommand, CatalogResult, MoveTaskStatus, Partition, Permission, QueueRecord,
+    CatalogCommand, CatalogResult, MoveTaskStatus, Partition, Permission, QueueRecord, MAX_TAGS,
 };
 use ferry_queue::{
     DeleteOutcome, HandleRef, NewMessage, QueueCommand, QueueResult, ReceiveCommand, SentMessage,
@@ -54,7 +54,6 @@ use validate::{
 
 /// Most partitions a queue may have.
 pub const MAX_PARTITIONS: u32 = 64;
-const MAX_TAGS: usize = 50;
 const MAX_LIST_RESULTS: u32 = 1_000;
 /// How often each leader looks for messages past their retention period.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
@@ -1483,9 +1482,7 @@ fn attribute_wanted(name: &str, wanted: &[String]) -> bool {
 
 fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), FerryError> {
     if tags.len() > MAX_TAGS {
-        return Err(FerryError::invalid(format!(
-            "Too many tags: at most {MAX_TAGS} per queue."
-        )));
+        return Err(ferry_catalog::too_many_tags());
     }
     for (key, value) in tags {
         if key.is_empty() || key.len() > 128 || value.len() > 256 {

@@ -13,6 +13,9 @@ use ferry_queue::{StateStore, StoreError};
 use ferry_types::{ErrorCode, FerryError, GroupId, NodeId};
 use serde::{Deserialize, Serialize};
 
+/// Most tags a queue may have, as in SQS.
+pub const MAX_TAGS: usize = 50;
+
 const META_KEY: &[u8] = &[0x00];
 const QUEUE_PREFIX: u8 = 0x01;
 const DELETED_PREFIX: u8 = 0x02;
@@ -201,7 +204,13 @@ pub fn apply(
             Ok(())
         })?,
         CatalogCommand::TagQueue { name, tags } => update(store, name, |queue| {
-            queue.tags.extend(tags.clone());
+            // The limit is on the queue's tags after the call, which only the catalog knows.
+            let mut merged = queue.tags.clone();
+            merged.extend(tags.clone());
+            if merged.len() > MAX_TAGS {
+                return Err(too_many_tags());
+            }
+            queue.tags = merged;
             Ok(())
         })?,
         CatalogCommand::UntagQueue { name, keys } => update(store, name, |queue| {
@@ -511,6 +520,11 @@ fn delete_queue(store: &mut dyn StateStore, now_ms: u64, name: &str) -> Outcome 
     store.delete(key(QUEUE_PREFIX, name));
     store.put(key(DELETED_PREFIX, name), encode(&now_ms)?);
     Ok(Ok(queue))
+}
+
+/// The error for a queue that would have more than [`MAX_TAGS`] tags.
+pub fn too_many_tags() -> FerryError {
+    FerryError::invalid(format!("Too many tags: at most {MAX_TAGS} per queue."))
 }
 
 fn update(

@@ -84,7 +84,7 @@ fn action_status(action: Action) -> (Status, &'static str) {
             Supported,
             "One running task per source; back to each message's source queue, or to DestinationArn; MaxNumberOfMessagesPerSecond up to 500.",
         ),
-        Action::TagQueue => (Supported, "At most 50 tags."),
+        Action::TagQueue => (Supported, "At most 50 tags per queue, counted after the call."),
         Action::UntagQueue => (Supported, ""),
     }
 }
