@@ -33,7 +33,7 @@ pub fn is_high_throughput(attributes: &std::collections::BTreeMap<String, String
 pub fn resolve(queue: &QueueRecord, input: &SendInput) -> Result<FifoFields, FerryError> {
     if !queue.fifo {
         if input.message_deduplication_id.is_some() {
-            return Err(not_for_queue_type("MessageDeduplicationId"));
+            return Err(not_for_queue_type("MessageDeduplicationId", None));
         }
         if let Some(group) = &input.message_group_id {
             // Accepted on standard queues (SQS fair queues); it does not order anything here.
@@ -43,9 +43,7 @@ pub fn resolve(queue: &QueueRecord, input: &SendInput) -> Result<FifoFields, Fer
     }
     // Only the queue's delay applies to FIFO messages; SQS accepts an explicit 0 all the same.
     if let Some(delay) = input.delay_seconds.filter(|delay| *delay != 0) {
-        return Err(FerryError::invalid(format!(
-            "Value {delay} for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type."
-        )));
+        return Err(not_for_queue_type("DelaySeconds", Some(&delay.to_string())));
     }
     let group = input.message_group_id.clone().ok_or_else(|| {
         FerryError::new(
@@ -103,9 +101,11 @@ fn check_id(name: &str, id: &str) -> Result<(), FerryError> {
     }
 }
 
-fn not_for_queue_type(parameter: &str) -> FerryError {
+/// SQS's refusal of a parameter the queue type does not take, naming the value when it has one.
+fn not_for_queue_type(parameter: &str, value: Option<&str>) -> FerryError {
+    let value = value.map(|value| format!(" {value}")).unwrap_or_default();
     FerryError::invalid(format!(
-        "Value for parameter {parameter} is invalid. Reason: The request include parameter that is not valid for this queue type."
+        "Value{value} for parameter {parameter} is invalid. Reason: The request include parameter that is not valid for this queue type."
     ))
 }
 

@@ -69,10 +69,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
     /// from it. Not synced: a replica that loses it is pristine again and writes the same entry,
     /// and whatever it does next for the group (a vote, an append) syncs the WAL with it.
     pub fn write_first_entry(&self, entry: &EntryOf<C>) -> Result<(), StorageError> {
-        let value = postcard::to_allocvec(entry).map_err(|source| StorageError::Encode {
-            what: "log entry",
-            source,
-        })?;
+        let value = encode_entry::<C>(entry)?;
         self.db.db().put_cf(
             self.db.cf(CF_LOG),
             keys::log_key(self.group, entry.index()),
@@ -182,6 +179,13 @@ impl<C: RaftTypeConfig> LogStore<C> {
     }
 }
 
+fn encode_entry<C: RaftTypeConfig>(entry: &EntryOf<C>) -> Result<Vec<u8>, StorageError> {
+    postcard::to_allocvec(entry).map_err(|source| StorageError::Encode {
+        what: "log entry",
+        source,
+    })
+}
+
 fn decode_entry<C: RaftTypeConfig>(value: &[u8]) -> Result<EntryOf<C>, StorageError> {
     postcard::from_bytes(value).map_err(|source| StorageError::Decode {
         what: "log entry",
@@ -260,10 +264,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         let mut encoded = Vec::new();
         let mut bytes = 0usize;
         for entry in entries {
-            let value = postcard::to_allocvec(&entry).map_err(|source| StorageError::Encode {
-                what: "log entry",
-                source,
-            })?;
+            let value = encode_entry::<C>(&entry)?;
             bytes += value.len();
             batch.put_cf(cf, keys::log_key(self.group, entry.index()), &value);
             encoded.push((entry.index(), value));
