@@ -6,7 +6,8 @@
 //! with a receive attempt id takes a message sent while it waits; a poison
 //! message reaches the dead-letter queue after exactly maxReceiveCount receives plus the one that
 //! moves it; a high-throughput FIFO queue spreads its groups over all its partitions; a message
-//! move task redrives thousands of dead letters to their source while a node restarts.
+//! move task redrives thousands of dead letters to their source while a node restarts; thousands
+//! of groups in flight do not hide a group with something to receive.
 
 mod common;
 
@@ -347,6 +348,76 @@ async fn a_fifo_long_poll_with_an_attempt_id_takes_what_arrives_while_it_waits()
         ["late"],
         "the long poll answered after {took:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_in_flight_do_not_hide_the_groups_behind_them() {
+    // More groups in flight than a receive looks at (2,000), all older than the one group that has
+    // something to receive: every receive must still find what there is.
+    const BUSY: usize = 2_200;
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut client = cluster.client(1);
+    let attributes = [
+        ("FifoQueue", "true"),
+        ("ContentBasedDeduplication", "true"),
+        ("VisibilityTimeout", "600"),
+    ];
+    create(&mut client, "busy.fifo", &attributes, 1).await;
+    for batch in 0..BUSY / 10 {
+        let entries = (0..10)
+            .map(|i| {
+                let group = batch * 10 + i;
+                SendMessageBatchEntry {
+                    id: format!("e{i}"),
+                    body: format!("m{group:04}"),
+                    message_group_id: Some(format!("busy{group:04}")),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let request = SendMessageBatchRequest {
+            queue_name: "busy.fifo".into(),
+            entries,
+        };
+        let reply = within(
+            CALL_TIMEOUT,
+            "a batch send",
+            client.send_message_batch(request),
+        )
+        .await
+        .expect("send batch")
+        .into_inner();
+        assert!(reply.failed.is_empty(), "{:?}", reply.failed);
+    }
+    let mut received = Vec::new();
+    while received.len() < BUSY {
+        let messages = receive_now(&mut client, "busy.fifo").await;
+        assert_eq!(messages.len(), 10, "after {} received", received.len());
+        received.extend(messages.into_iter().map(|m| m.body));
+    }
+    let expected: Vec<String> = (0..BUSY).map(|group| format!("m{group:04}")).collect();
+    assert_eq!(received, expected, "every group once, oldest first");
+    send_until_acked(
+        &cluster.clients(),
+        0,
+        send_request("busy.fifo", "late", "late1", "d-late"),
+    )
+    .await;
+    let messages = receive_now(&mut client, "busy.fifo").await;
+    assert_eq!(
+        messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["late1"]
+    );
+}
+
+/// Up to ten messages, without waiting.
+async fn receive_now(client: &mut FerryClient<Channel>, queue: &str) -> Vec<Message> {
+    let request = receive_request(queue, 10, 0);
+    within(CALL_TIMEOUT, "a receive", client.receive_message(request))
+        .await
+        .expect("receive")
+        .into_inner()
+        .messages
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,8 @@
 //!                                        lives there)
 //! [0x03] group_len:u16be group seq:u64be  -> visible_at:u64be (FIFO: a group's messages in order,
 //!                                            with where each one's index entry is)
-//! [0x04] head_seq:u64be group             -> []   (FIFO: every group with messages, by its oldest)
+//! [0x04] head_seq:u64be group             -> []   (FIFO: every group with messages that is not
+//!                                            blocked, by its oldest)
 //! [0x05] dedup key                        -> Dedup (postcard)
 //! [0x06] expires_at:u64be dedup key       -> []   (deduplication records by expiry)
 //! [0x07] seq:u64be                        -> MessageState (dead-letter outbox: messages to move)
@@ -18,6 +19,11 @@
 //!                                            message went when its visibility changed)
 //! [0x0B]                          -> index key (where retention's search for moved messages
 //!                                    goes on)
+//! [0x0C] until:u64be group        -> head_seq:u64be (FIFO: blocked groups, which have messages in
+//!                                    flight and so nothing to receive before `until`; a group's
+//!                                    head key is here or under 0x04, never both)
+//! [0x0D] group                    -> until:u64be (where each blocked group is under 0x0C)
+//! [0x0E]                          -> until:u64be (no blocked group is due earlier)
 //! ```
 //! The visibility index sorts by time first, so "what can be received now" is one range scan from
 //! the start of the index up to `now`. A receipt handle carries the visible time its receive gave
@@ -35,6 +41,9 @@ pub const ATTEMPTS: u8 = 0x08;
 pub const ATTEMPT_EXPIRY: u8 = 0x09;
 pub const FORWARDS: u8 = 0x0A;
 pub const RETENTION_CURSOR: &[u8] = &[0x0B];
+pub const BLOCKED_GROUPS: u8 = 0x0C;
+pub const BLOCKED_UNTIL: u8 = 0x0D;
+pub const BLOCKED_FLOOR: &[u8] = &[0x0E];
 
 pub fn message(seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
@@ -105,11 +114,29 @@ pub fn group_head(head_seq: u64, group: &str) -> Vec<u8> {
 
 /// Splits a group-head key into `(head_seq, group)`.
 pub fn parse_group_head(key: &[u8]) -> Option<(u64, String)> {
-    if key.len() < 9 || key[0] != GROUP_HEADS {
+    parse_number_and_group(GROUP_HEADS, key)
+}
+
+/// Splits a key of `tag` followed by a `u64be` and a group name.
+fn parse_number_and_group(tag: u8, key: &[u8]) -> Option<(u64, String)> {
+    if key.len() < 9 || key[0] != tag {
         return None;
     }
-    let seq = u64::from_be_bytes(key[1..9].try_into().ok()?);
-    Some((seq, String::from_utf8(key[9..].to_vec()).ok()?))
+    let number = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    Some((number, String::from_utf8(key[9..].to_vec()).ok()?))
+}
+
+pub fn blocked_group(until: u64, group: &str) -> Vec<u8> {
+    tagged(BLOCKED_GROUPS, &[&until.to_be_bytes(), group.as_bytes()])
+}
+
+/// Splits a blocked-group key into `(until, group)`.
+pub fn parse_blocked_group(key: &[u8]) -> Option<(u64, String)> {
+    parse_number_and_group(BLOCKED_GROUPS, key)
+}
+
+pub fn blocked_until(group: &str) -> Vec<u8> {
+    tagged(BLOCKED_UNTIL, &[group.as_bytes()])
 }
 
 /// The sequence number at the end of a group-message or outbox key.

@@ -42,7 +42,8 @@ struct Attempt {
 const DEAD_LETTERED: u64 = u64::MAX;
 /// Index entries a standard receive may look past to skip dead-lettered messages.
 const STANDARD_SCAN_SLACK: usize = 100;
-/// FIFO groups a receive considers, oldest first, and messages of each group it looks at.
+/// Unblocked FIFO groups a receive considers, oldest first, and blocked ones it takes back when
+/// due; messages of each group it looks at.
 const FIFO_GROUPS_SCANNED: usize = 2_000;
 const FIFO_GROUP_WINDOW: usize = 200;
 /// Index entries one retention command looks through for messages a receive moved.
@@ -67,6 +68,8 @@ struct Tx<'a, S: StateStore> {
     messages: BTreeMap<u64, Slot>,
     /// The oldest message of each group touched by this command (None: the group is empty).
     heads: HashMap<String, Option<u64>>,
+    /// Until when each group this command looked at is blocked (None: not blocked).
+    blocked: HashMap<String, Option<u64>>,
     /// The visible times of the index entries this command wrote.
     indexed: Option<Indexed>,
 }
@@ -79,6 +82,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
             meta,
             messages: BTreeMap::new(),
             heads: HashMap::new(),
+            blocked: HashMap::new(),
             indexed: None,
         })
     }
@@ -148,6 +152,12 @@ impl<'a, S: StateStore> Tx<'a, S> {
     ) -> Result<Entry, StoreError> {
         let old_at = entry.visible_at_ms;
         entry.visible_at_ms = visible_at;
+        if visible_at < old_at {
+            // Its group may have nothing in flight any more, or less long than it was set aside for.
+            if let Some(group) = entry.state.group_id.clone() {
+                self.unblock_group(&group)?;
+            }
+        }
         if visible_at != handle_at {
             self.store
                 .put(keys::forward(seq), visible_at.to_be_bytes().to_vec());
@@ -230,6 +240,8 @@ impl<'a, S: StateStore> Tx<'a, S> {
     }
 
     fn group_remove(&mut self, group: &str, seq: u64) -> Result<(), StoreError> {
+        // The message may have been what blocked the group, and its head key moves if it was first.
+        self.unblock_group(group)?;
         self.store.delete(keys::group_message(group, seq));
         if self.group_head(group)? == Some(seq) {
             self.store.delete(keys::group_head(seq, group));
@@ -238,6 +250,52 @@ impl<'a, S: StateStore> Tx<'a, S> {
                 self.store.put(keys::group_head(next, group), Vec::new());
             }
             self.heads.insert(group.to_owned(), next);
+        }
+        Ok(())
+    }
+
+    /// Until when `group` is set aside among the blocked groups, seen through this command's changes.
+    fn blocked_until(&mut self, group: &str) -> Result<Option<u64>, StoreError> {
+        if let Some(until) = self.blocked.get(group) {
+            return Ok(*until);
+        }
+        let until = load_at(self.store, &keys::blocked_until(group))?;
+        self.blocked.insert(group.to_owned(), until);
+        Ok(until)
+    }
+
+    /// Sets a group with messages in flight aside until `until`, when they may be visible again, so
+    /// that receives do not look at it before then (a FIFO group with anything in flight has
+    /// nothing to receive). Earlier is safe: the receive that looks at it then blocks it again.
+    fn block_group(&mut self, group: &str, until: u64) -> Result<(), StoreError> {
+        let Some(head) = self.group_head(group)? else {
+            return Ok(());
+        };
+        match self.blocked_until(group)? {
+            Some(previous) => self.store.delete(keys::blocked_group(previous, group)),
+            None => self.store.delete(keys::group_head(head, group)),
+        }
+        self.store.put(
+            keys::blocked_group(until, group),
+            head.to_be_bytes().to_vec(),
+        );
+        self.store
+            .put(keys::blocked_until(group), until.to_be_bytes().to_vec());
+        self.blocked.insert(group.to_owned(), Some(until));
+        Ok(())
+    }
+
+    /// Puts a blocked group back among those receives look at: its time has come, or a change to
+    /// its messages may have ended the block early (a removal, a visibility cut short).
+    fn unblock_group(&mut self, group: &str) -> Result<(), StoreError> {
+        let Some(until) = self.blocked_until(group)? else {
+            return Ok(());
+        };
+        self.store.delete(keys::blocked_group(until, group));
+        self.store.delete(keys::blocked_until(group));
+        self.blocked.insert(group.to_owned(), None);
+        if let Some(head) = self.group_head(group)? {
+            self.store.put(keys::group_head(head, group), Vec::new());
         }
         Ok(())
     }
@@ -323,6 +381,7 @@ pub fn apply<S: StateStore>(
                 (keys::MESSAGES, keys::GROUP_HEADS + 1),
                 (keys::DEAD_LETTERS, keys::DEAD_LETTERS + 1),
                 (keys::FORWARDS, keys::FORWARDS + 1),
+                (keys::BLOCKED_GROUPS, keys::BLOCKED_UNTIL + 1),
             ] {
                 tx.store.delete_range(vec![start], vec![end]);
             }
@@ -447,10 +506,23 @@ fn receive_messages<S: StateStore>(
         // Raised before this command re-indexes what it takes (which may lower it again).
         tx.meta.visibility_floor = tx.meta.visibility_floor.max(floor);
     }
+    for group in &selection.due {
+        tx.unblock_group(group)?;
+    }
+    if let Some(floor) = selection.blocked_floor {
+        tx.store
+            .put(keys::BLOCKED_FLOOR.to_vec(), floor.to_be_bytes().to_vec());
+    }
+    for (group, until) in &selection.in_flight {
+        tx.block_group(group, *until)?;
+    }
     for (seq, entry) in selection.dead {
         tx.dead_letter(seq, entry)?;
     }
     let mut received = Vec::with_capacity(selection.deliver.len());
+    let visible_at = ctx.now_ms + u64::from(receive.visibility_timeout_s) * 1000;
+    // FIFO groups this receive takes from, blocked while what it takes is in flight.
+    let mut taken_groups = BTreeSet::new();
     for (seq, mut entry) in selection.deliver {
         let old_at = entry.visible_at_ms;
         let state = &mut entry.state;
@@ -461,14 +533,25 @@ fn receive_messages<S: StateStore>(
         if std::mem::take(&mut state.forwarded) {
             tx.store.delete(keys::forward(seq));
         }
-        entry.visible_at_ms = ctx.now_ms + u64::from(receive.visibility_timeout_s) * 1000;
+        entry.visible_at_ms = visible_at;
         tx.reindex(seq, old_at, entry.clone())?;
         let handle = HandleRef {
             seq,
             token: ctx.log_index,
             indexed_at: entry.visible_at_ms,
         };
+        if let Some(group) = entry
+            .state
+            .group_id
+            .as_ref()
+            .filter(|_| visible_at > ctx.now_ms)
+        {
+            taken_groups.insert(group.clone());
+        }
         received.push((handle, entry));
+    }
+    for group in taken_groups {
+        tx.block_group(&group, visible_at)?;
     }
     // An attempt that took nothing is not remembered: its retries (a long poll retries as it
     // waits) then take what arrived since, instead of the empty answer for the whole window.
@@ -536,6 +619,12 @@ struct Selection {
     dead: Vec<(u64, Entry)>,
     /// A new visibility floor: no index entry is earlier (standard queues).
     visibility_floor: Option<u64>,
+    /// FIFO: blocked groups whose time has come, to be looked at again from now on.
+    due: Vec<String>,
+    /// FIFO: where the blocked groups not yet due start, if that moved.
+    blocked_floor: Option<u64>,
+    /// FIFO: groups found with a message in flight, and until when that one is.
+    in_flight: Vec<(String, u64)>,
 }
 
 fn select<S: StateStore + ?Sized>(
@@ -550,6 +639,9 @@ fn select<S: StateStore + ?Sized>(
         deliver: Vec::new(),
         dead: Vec::new(),
         visibility_floor: None,
+        due: Vec::new(),
+        blocked_floor: None,
+        in_flight: Vec::new(),
     };
     if max == 0 {
         return Ok(selection);
@@ -579,19 +671,22 @@ fn select<S: StateStore + ?Sized>(
     }
     // FIFO: groups in the order of their oldest message; a group with anything in flight is
     // skipped whole; within a group, messages go in order and stop at the first not yet visible.
-    let mut groups = Vec::new();
+    // Groups found with something in flight are blocked until then, out of the way of later
+    // receives: the groups looked at are the unblocked ones and the blocked ones now due.
+    let mut groups = blocked_groups_due(store, now, &mut selection)?;
     // A group's head is one of its stored messages, so none is below the message floor.
+    let mut unblocked = 0;
     store.scan(
         &keys::group_head(meta.message_floor, ""),
         &[keys::GROUP_HEADS + 1],
         &mut |key, _| {
-            if let Some((_, group)) = keys::parse_group_head(key) {
-                groups.push(group);
-            }
-            groups.len() < FIFO_GROUPS_SCANNED
+            groups.extend(keys::parse_group_head(key));
+            unblocked += 1;
+            unblocked < FIFO_GROUPS_SCANNED
         },
     )?;
-    for group in groups {
+    groups.sort_unstable();
+    for (_, group) in groups {
         if selection.deliver.len() >= max {
             break;
         }
@@ -617,11 +712,11 @@ fn select<S: StateStore + ?Sized>(
         // one in flight.
         let (mut deliver, mut dead) = (Vec::new(), Vec::new());
         let mut delivering = true;
-        let mut in_flight = false;
+        let mut in_flight = None;
         for (seq, at) in members {
             let entry = load_entry(store, at, seq)?.ok_or_else(|| missing(seq))?;
             if entry.state.receive_count > 0 && at > now {
-                in_flight = true;
+                in_flight = Some(at);
                 break;
             }
             delivering = delivering && at <= now && selection.deliver.len() + deliver.len() < max;
@@ -635,12 +730,59 @@ fn select<S: StateStore + ?Sized>(
                 break;
             }
         }
-        if !in_flight {
-            selection.deliver.extend(deliver);
-            selection.dead.extend(dead);
+        match in_flight {
+            None => {
+                selection.deliver.extend(deliver);
+                selection.dead.extend(dead);
+            }
+            Some(until) => selection.in_flight.push((group, until)),
         }
     }
     Ok(selection)
+}
+
+/// The blocked groups due at `now` as `(head_seq, group)`, at most [`FIFO_GROUPS_SCANNED`], noted
+/// in `selection` with where the rest start.
+fn blocked_groups_due<S: StateStore + ?Sized>(
+    store: &S,
+    now: u64,
+    selection: &mut Selection,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let floor = load_at(store, keys::BLOCKED_FLOOR)?.unwrap_or(0);
+    let mut groups = Vec::new();
+    if floor > now {
+        // A reader whose clock is behind the last receive's: nothing blocked is due before then.
+        return Ok(groups);
+    }
+    let mut last_until = None;
+    let mut failure = None;
+    store.scan(
+        &keys::blocked_group(floor, ""),
+        &keys::blocked_group(now.saturating_add(1), ""),
+        &mut |key, value| {
+            match (keys::parse_blocked_group(key), decode_at(value)) {
+                (Some((until, group)), Ok(head)) => {
+                    last_until = Some(until);
+                    selection.due.push(group.clone());
+                    groups.push((head, group));
+                }
+                (_, Err(error)) => failure = Some(error),
+                (None, _) => {}
+            }
+            failure.is_none() && groups.len() < FIFO_GROUPS_SCANNED
+        },
+    )?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    // Every group blocked from now on is blocked until later than now, so a scan that saw every
+    // due group leaves nothing before `now + 1`; the deletion marks it left need not be crossed again.
+    let next_floor = match last_until {
+        Some(until) if groups.len() >= FIFO_GROUPS_SCANNED => until,
+        _ => now.saturating_add(1),
+    };
+    selection.blocked_floor = (next_floor != floor).then_some(next_floor);
+    Ok(groups)
 }
 
 fn delete<S: StateStore>(

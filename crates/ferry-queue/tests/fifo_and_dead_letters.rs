@@ -317,3 +317,34 @@ fn retention_searches_for_moved_messages_a_window_at_a_time() {
     let counts = approximate_counts(&p.store, p.now).unwrap();
     assert_eq!((counts.visible, counts.in_flight), (5_000, 0));
 }
+
+#[test]
+fn groups_in_flight_do_not_hide_the_groups_behind_them() {
+    // More groups in flight than one receive looks at (2,000): each receive must still find the
+    // groups that have something to receive, however many blocked ones come before them.
+    const BUSY: usize = 2_500;
+    let mut p = Partition::new();
+    let messages = (0..BUSY)
+        .map(|g| new_message(Some(&format!("busy{g:04}")), &format!("m{g:04}"), None))
+        .collect();
+    assert!(
+        matches!(p.run(QueueCommand::Send { messages }), QueueResult::Sent(sent) if sent.len() == BUSY)
+    );
+    let mut received = Vec::new();
+    for _ in 0..BUSY / 10 {
+        let taken = p.receive(10, true, None, None);
+        assert_eq!(taken.len(), 10, "after {} received", received.len());
+        received.extend(bodies(&taken));
+    }
+    let expected: Vec<String> = (0..BUSY).map(|g| format!("m{g:04}")).collect();
+    assert_eq!(received, expected, "every group once, oldest first");
+    p.send(Some("late"), "late1", None);
+    assert_eq!(bodies(&p.receive(10, true, None, None)), ["late1"]);
+    assert!(p.receive(10, true, None, None).is_empty());
+    // When their visibility times out the blocked groups come back, oldest first.
+    p.now += 31_000;
+    assert_eq!(
+        bodies(&p.receive(3, true, None, None)),
+        ["m0000", "m0001", "m0002"]
+    );
+}
