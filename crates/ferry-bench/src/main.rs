@@ -38,7 +38,8 @@ enum Scenario {
     /// Sends single messages at `--rate` per second and measures send-to-receive time with
     /// `--concurrency` consumers.
     Latency,
-    /// Sends to a high-throughput FIFO queue over `--groups` message groups.
+    /// Sends to a high-throughput FIFO queue over `--groups` message groups, then receives and
+    /// deletes what it sent.
     Fifo,
     /// Producers and consumers at once; reports both rates.
     Mixed,
@@ -369,47 +370,69 @@ impl Bench {
         tally
     }
 
+    /// Receives and deletes the backlog that `sent` stored; reports the sends, then the drain.
+    async fn drain(
+        self: &Arc<Self>,
+        scenario: Scenario,
+        queues: &[String],
+        sent: &Tally,
+        sending: Duration,
+        sends_are: &'static str,
+    ) -> Vec<Report> {
+        let backlog = sent.messages.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(self.args.duration) * 2;
+        let tally = self
+            .consume_load(queues, backlog, deadline, self.args.concurrency)
+            .await;
+        let drained = tally.messages.load(Ordering::Relaxed);
+        vec![
+            self.report(scenario, sent, sending, sends_are, backlog),
+            self.report(
+                scenario,
+                &tally,
+                started.elapsed(),
+                "send to receive",
+                drained,
+            ),
+        ]
+    }
+
     async fn run(self: &Arc<Self>, scenario: Scenario) -> anyhow::Result<Vec<Report>> {
         let queues = self.create_queues(scenario).await?;
         let duration = Duration::from_secs(self.args.duration);
         let limit = self.args.messages;
         Ok(match scenario {
-            Scenario::Send | Scenario::Fifo => {
-                let groups = (scenario == Scenario::Fifo).then_some(self.args.groups);
+            Scenario::Send => {
                 let started = Instant::now();
                 let tally = self
-                    .send_load(&queues, limit, started + duration, groups)
+                    .send_load(&queues, limit, started + duration, None)
                     .await;
                 let sent = tally.messages.load(Ordering::Relaxed);
                 vec![self.report(scenario, &tally, started.elapsed(), "send call", sent)]
             }
-            Scenario::Drain => {
-                let fill_started = Instant::now();
-                let fill = self
-                    .send_load(&queues, limit, fill_started + duration * 4, None)
-                    .await;
-                let fill_elapsed = fill_started.elapsed();
-                let backlog = fill.messages.load(Ordering::Relaxed);
+            Scenario::Fifo => {
                 let started = Instant::now();
-                let tally = self
-                    .consume_load(
-                        &queues,
-                        backlog,
-                        started + duration * 2,
-                        self.args.concurrency,
-                    )
+                let groups = Some(self.args.groups);
+                let sent = self
+                    .send_load(&queues, limit, started + duration, groups)
                     .await;
-                let drained = tally.messages.load(Ordering::Relaxed);
-                vec![
-                    self.report(scenario, &fill, fill_elapsed, "send call (fill)", backlog),
-                    self.report(
-                        scenario,
-                        &tally,
-                        started.elapsed(),
-                        "send to receive",
-                        drained,
-                    ),
-                ]
+                self.drain(scenario, &queues, &sent, started.elapsed(), "send call")
+                    .await
+            }
+            Scenario::Drain => {
+                let started = Instant::now();
+                let fill = self
+                    .send_load(&queues, limit, started + duration * 4, None)
+                    .await;
+                self.drain(
+                    scenario,
+                    &queues,
+                    &fill,
+                    started.elapsed(),
+                    "send call (fill)",
+                )
+                .await
             }
             Scenario::Latency => {
                 let started = Instant::now();
