@@ -196,7 +196,8 @@ impl<'a, S: StateStore> Tx<'a, S> {
         if let Some(head) = self.heads.get(group) {
             return Ok(*head);
         }
-        let head = self.next_in_group(group, 0)?;
+        // From the message floor: the deletion marks of the group's removed messages lie before it.
+        let head = self.next_in_group(group, self.meta.message_floor)?;
         self.heads.insert(group.to_owned(), head);
         Ok(head)
     }
@@ -291,7 +292,14 @@ impl<'a, S: StateStore> Tx<'a, S> {
         let Some(until) = self.blocked_until(group)? else {
             return Ok(());
         };
-        self.store.delete(keys::blocked_group(until, group));
+        let key = keys::blocked_group(until, group);
+        if !self.heads.contains_key(group) {
+            // The head when the group was blocked, still its head: any removal unblocks it first.
+            if let Some(head) = load_at(self.store, &key)? {
+                self.heads.insert(group.to_owned(), Some(head));
+            }
+        }
+        self.store.delete(key);
         self.store.delete(keys::blocked_until(group));
         self.blocked.insert(group.to_owned(), None);
         if let Some(head) = self.group_head(group)? {
@@ -506,6 +514,9 @@ fn receive_messages<S: StateStore>(
         // Raised before this command re-indexes what it takes (which may lower it again).
         tx.meta.visibility_floor = tx.meta.visibility_floor.max(floor);
     }
+    for (group, head) in selection.heads {
+        tx.heads.insert(group, Some(head));
+    }
     for group in &selection.due {
         tx.unblock_group(group)?;
     }
@@ -625,6 +636,8 @@ struct Selection {
     blocked_floor: Option<u64>,
     /// FIFO: groups found with a message in flight, and until when that one is.
     in_flight: Vec<(String, u64)>,
+    /// FIFO: the oldest message of each group looked at, which the receive need not search for.
+    heads: Vec<(String, u64)>,
 }
 
 fn select<S: StateStore + ?Sized>(
@@ -642,6 +655,7 @@ fn select<S: StateStore + ?Sized>(
         due: Vec::new(),
         blocked_floor: None,
         in_flight: Vec::new(),
+        heads: Vec::new(),
     };
     if max == 0 {
         return Ok(selection);
@@ -686,23 +700,28 @@ fn select<S: StateStore + ?Sized>(
         },
     )?;
     groups.sort_unstable();
-    for (_, group) in groups {
+    for (head, group) in groups {
         if selection.deliver.len() >= max {
             break;
         }
+        selection.heads.push((group.clone(), head));
         let mut members = Vec::new();
         let mut failure = None;
-        let prefix = keys::group_prefix(&group);
-        let mut end = prefix.clone();
+        // From the head, not over the deletion marks of the group's removed messages before it.
+        let mut end = keys::group_prefix(&group);
         end.extend_from_slice(&[0xFF; 9]);
-        store.scan(&prefix, &end, &mut |key, value| {
-            match (keys::trailing_seq(key), decode_at(value)) {
-                (Some(seq), Ok(at)) => members.push((seq, at)),
-                (_, Err(error)) => failure = Some(error),
-                (None, _) => {}
-            }
-            failure.is_none() && members.len() < FIFO_GROUP_WINDOW
-        })?;
+        store.scan(
+            &keys::group_message(&group, head),
+            &end,
+            &mut |key, value| {
+                match (keys::trailing_seq(key), decode_at(value)) {
+                    (Some(seq), Ok(at)) => members.push((seq, at)),
+                    (_, Err(error)) => failure = Some(error),
+                    (None, _) => {}
+                }
+                failure.is_none() && members.len() < FIFO_GROUP_WINDOW
+            },
+        )?;
         if let Some(error) = failure {
             return Err(error);
         }
