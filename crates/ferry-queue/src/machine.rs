@@ -1,6 +1,6 @@
 //! Applying [`QueueCommand`]s to a partition's stored state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -294,9 +294,12 @@ impl<'a, S: StateStore> Tx<'a, S> {
         };
         let key = keys::blocked_group(until, group);
         if !self.heads.contains_key(group) {
-            // The head when the group was blocked, still its head: any removal unblocks it first.
+            // The head when the group was blocked is still its head, since any removal unblocks it
+            // first; unless a build without blocked groups removed it (checked: one read).
             if let Some(head) = load_at(self.store, &key)? {
-                self.heads.insert(group.to_owned(), Some(head));
+                if self.store.get(&keys::group_message(group, head))?.is_some() {
+                    self.heads.insert(group.to_owned(), Some(head));
+                }
             }
         }
         self.store.delete(key);
@@ -515,7 +518,7 @@ fn receive_messages<S: StateStore>(
         tx.meta.visibility_floor = tx.meta.visibility_floor.max(floor);
     }
     for (group, head) in selection.heads {
-        tx.heads.insert(group, Some(head));
+        tx.heads.insert(group, head);
     }
     for group in &selection.due {
         tx.unblock_group(group)?;
@@ -637,7 +640,7 @@ struct Selection {
     /// FIFO: groups found with a message in flight, and until when that one is.
     in_flight: Vec<(String, u64)>,
     /// FIFO: the oldest message of each group looked at, which the receive need not search for.
-    heads: Vec<(String, u64)>,
+    heads: Vec<(String, Option<u64>)>,
 }
 
 fn select<S: StateStore + ?Sized>(
@@ -700,11 +703,17 @@ fn select<S: StateStore + ?Sized>(
         },
     )?;
     groups.sort_unstable();
+    let mut looked_at = HashSet::new();
     for (head, group) in groups {
         if selection.deliver.len() >= max {
             break;
         }
-        selection.heads.push((group.clone(), head));
+        // A group is listed once, unless a build without blocked groups moved the head of a group
+        // that this one had blocked (nodes of both builds in one cluster): taking it twice would
+        // deliver its messages twice.
+        if !looked_at.insert(group.clone()) {
+            continue;
+        }
         let mut members = Vec::new();
         let mut failure = None;
         // From the head, not over the deletion marks of the group's removed messages before it.
@@ -725,6 +734,9 @@ fn select<S: StateStore + ?Sized>(
         if let Some(error) = failure {
             return Err(error);
         }
+        selection
+            .heads
+            .push((group.clone(), members.first().map(|(seq, _)| *seq)));
         // States are read in group order and only as far as needed: messages never received
         // follow every received one (a group is delivered in order), so once this receive has
         // what it can take from the group, the first never-received message ends the search for
