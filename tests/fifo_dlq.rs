@@ -391,7 +391,7 @@ async fn groups_in_flight_do_not_hide_the_groups_behind_them() {
     }
     let mut received = Vec::new();
     while received.len() < BUSY {
-        let messages = receive_now(&mut client, "busy.fifo").await;
+        let messages = receive_ten(&mut client, "busy.fifo").await;
         assert_eq!(messages.len(), 10, "after {} received", received.len());
         received.extend(messages.into_iter().map(|m| m.body));
     }
@@ -403,16 +403,17 @@ async fn groups_in_flight_do_not_hide_the_groups_behind_them() {
         send_request("busy.fifo", "late", "late1", "d-late"),
     )
     .await;
-    let messages = receive_now(&mut client, "busy.fifo").await;
+    let messages = receive_ten(&mut client, "busy.fifo").await;
     assert_eq!(
         messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
         ["late1"]
     );
 }
 
-/// Up to ten messages, without waiting.
-async fn receive_now(client: &mut FerryClient<Channel>, queue: &str) -> Vec<Message> {
-    let request = receive_request(queue, 10, 0);
+/// Up to ten messages, with a long poll: a short poll answers from the node's own replica, which may
+/// not have applied the latest send yet (an SQS short poll may also miss messages).
+async fn receive_ten(client: &mut FerryClient<Channel>, queue: &str) -> Vec<Message> {
+    let request = receive_request(queue, 10, 5);
     within(CALL_TIMEOUT, "a receive", client.receive_message(request))
         .await
         .expect("receive")
