@@ -60,14 +60,24 @@ enum Slot {
     Removed,
 }
 
+/// A group's oldest message, as the command being applied sees it.
+#[derive(Debug, Clone, Copy)]
+enum Head {
+    Known(Option<u64>),
+    /// The head `seq` was removed: the new one is the first message after it that the command has
+    /// not removed, searched for once, when something needs it or when the command ends. A batch of
+    /// deletes that takes a group's first messages in order then costs one search, not one each.
+    After(u64),
+}
+
 /// The state a command works on: the store plus the command's own not-yet-committed changes, so a
 /// batch that touches one message or group twice sees its first change.
 struct Tx<'a, S: StateStore> {
     store: &'a mut S,
     meta: Meta,
     messages: BTreeMap<u64, Slot>,
-    /// The oldest message of each group touched by this command (None: the group is empty).
-    heads: HashMap<String, Option<u64>>,
+    /// The oldest message of each group touched by this command.
+    heads: HashMap<String, Head>,
     /// Until when each group this command looked at is blocked (None: not blocked).
     blocked: HashMap<String, Option<u64>>,
     /// The visible times of the index entries this command wrote.
@@ -191,14 +201,24 @@ impl<'a, S: StateStore> Tx<'a, S> {
         Ok(())
     }
 
-    /// The oldest message of a group, seen through this command's changes.
+    /// The oldest message of a group (None: the group is empty), seen through this command's
+    /// changes.
     fn group_head(&mut self, group: &str) -> Result<Option<u64>, StoreError> {
-        if let Some(head) = self.heads.get(group) {
-            return Ok(*head);
-        }
-        // From the message floor: the deletion marks of the group's removed messages lie before it.
-        let head = self.next_in_group(group, self.meta.message_floor)?;
-        self.heads.insert(group.to_owned(), head);
+        let head = match self.heads.get(group) {
+            Some(Head::Known(head)) => return Ok(*head),
+            Some(&Head::After(removed)) => {
+                let next = self.next_in_group(group, removed + 1)?;
+                // The group is not blocked (its removal unblocked it), so the new head is indexed.
+                if let Some(next) = next {
+                    self.store.put(keys::group_head(next, group), Vec::new());
+                }
+                next
+            }
+            // From the message floor: the deletion marks of the group's removed messages lie
+            // before it.
+            None => self.next_in_group(group, self.meta.message_floor)?,
+        };
+        self.heads.insert(group.to_owned(), Head::Known(head));
         Ok(head)
     }
 
@@ -235,7 +255,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
     fn group_join(&mut self, group: &str, seq: u64) -> Result<(), StoreError> {
         if self.group_head(group)?.is_none() {
             self.store.put(keys::group_head(seq, group), Vec::new());
-            self.heads.insert(group.to_owned(), Some(seq));
+            self.heads.insert(group.to_owned(), Head::Known(Some(seq)));
         }
         Ok(())
     }
@@ -244,13 +264,13 @@ impl<'a, S: StateStore> Tx<'a, S> {
         // The message may have been what blocked the group, and its head key moves if it was first.
         self.unblock_group(group)?;
         self.store.delete(keys::group_message(group, seq));
+        // After the head's removal, later removals leave the head to be found as it was.
+        if matches!(self.heads.get(group), Some(Head::After(_))) {
+            return Ok(());
+        }
         if self.group_head(group)? == Some(seq) {
             self.store.delete(keys::group_head(seq, group));
-            let next = self.next_in_group(group, seq + 1)?;
-            if let Some(next) = next {
-                self.store.put(keys::group_head(next, group), Vec::new());
-            }
-            self.heads.insert(group.to_owned(), next);
+            self.heads.insert(group.to_owned(), Head::After(seq));
         }
         Ok(())
     }
@@ -298,7 +318,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
             // first; unless a build without blocked groups removed it (checked: one read).
             if let Some(head) = load_at(self.store, &key)? {
                 if self.store.get(&keys::group_message(group, head))?.is_some() {
-                    self.heads.insert(group.to_owned(), Some(head));
+                    self.heads.insert(group.to_owned(), Head::Known(Some(head)));
                 }
             }
         }
@@ -366,6 +386,15 @@ impl<'a, S: StateStore> Tx<'a, S> {
 
     /// Writes the partition's counters; returns the visible times the command indexed.
     fn finish(mut self) -> Result<Option<Indexed>, StoreError> {
+        let unsettled: Vec<String> = self
+            .heads
+            .iter()
+            .filter(|(_, head)| matches!(head, Head::After(_)))
+            .map(|(group, _)| group.clone())
+            .collect();
+        for group in unsettled {
+            self.group_head(&group)?;
+        }
         self.advance_message_floor()?;
         self.store.put(keys::META.to_vec(), encode(&self.meta)?);
         Ok(self.indexed)
@@ -518,7 +547,7 @@ fn receive_messages<S: StateStore>(
         tx.meta.visibility_floor = tx.meta.visibility_floor.max(floor);
     }
     for (group, head) in selection.heads {
-        tx.heads.insert(group, head);
+        tx.heads.insert(group, Head::Known(head));
     }
     for group in &selection.due {
         tx.unblock_group(group)?;
