@@ -115,6 +115,14 @@ async fn lagging_replica_catches_up_from_a_snapshot() {
             .contains("installing snapshot from leader"),
         "node 3 should have caught up through a snapshot transfer"
     );
+    // A snapshot is a point up to which the state is flushed, not a file: the leaders wrote a file
+    // only to send it, and remove it once sent.
+    wait_until(
+        CATCH_UP_TIMEOUT,
+        "nodes 1 and 2 keep no snapshot file",
+        async || cluster.snapshot_files(1).is_empty() && cluster.snapshot_files(2).is_empty(),
+    )
+    .await;
 
     cluster.kill(1);
     let survivors = [cluster.client(2), cluster.client(3)];
@@ -216,9 +224,10 @@ async fn whole_cluster_crash_keeps_acknowledged_messages() {
     ledger.check_received(&received);
 }
 
-/// State-machine writes skip the WAL, so a SIGKILL loses each node's recent state and rewinds it,
-/// with small snapshot intervals, to behind its snapshot file. Restarting must rebuild exactly what
-/// was committed: every acknowledged message that was not deleted is there, and no deleted one is.
+/// State-machine writes skip the WAL, so a SIGKILL loses each node's unflushed state and rewinds it
+/// to its last flush, while snapshots every 20 entries purged the log up to recent flushes.
+/// Restarting must rebuild exactly what was committed: every acknowledged message that was not
+/// deleted is there, and no deleted one is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_crash_rebuilds_state_from_snapshot_and_log() {
     let mut cluster = start_with_small_snapshots().await;
@@ -310,7 +319,7 @@ async fn delete_some(
 }
 
 /// Three nodes that snapshot every 20 entries (keeping a 4-entry log tail), so a short test moves
-/// replicas and restarts through snapshot files.
+/// replicas through snapshot transfers and restarts from flushed state and a short log.
 async fn start_with_small_snapshots() -> TestCluster {
     let options = ClusterOptions {
         snapshot_entries: Some(20),

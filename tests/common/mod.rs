@@ -267,6 +267,14 @@ impl TestCluster {
         node.child = Some(cmd.spawn().expect("spawn the ferry binary"));
     }
 
+    /// The files in node `id`'s snapshot directory.
+    pub fn snapshot_files(&self, id: u64) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.node(id).data_dir.join("snapshots")) {
+            Ok(entries) => entries.flatten().map(|entry| entry.path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Everything node `id` has logged so far.
     pub fn log_text(&self, id: u64) -> String {
         std::fs::read_to_string(&self.node(id).log).unwrap_or_default()

@@ -14,7 +14,7 @@ use ferry_proto::internal::{
     raft_call_reply, ForwardRequest, RaftBatchRequest, RaftCallError, RaftCallReply, RaftKind,
     RaftRequest, SnapshotChunk,
 };
-use ferry_storage::{SnapshotFile, SnapshotReader};
+use ferry_storage::{SnapshotData, SnapshotFile, SnapshotReader};
 use ferry_types::{GroupId, NodeId};
 use openraft::error::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
@@ -34,7 +34,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster_key::{AttachClusterKey, ClusterKey};
 use crate::quiet::{self, QuiesceRequest};
-use crate::types::{decode, encode, Snapshot, TypeConfig, Vote};
+use crate::state_machine::write_snapshot_file;
+use crate::types::{decode, encode, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -453,7 +454,7 @@ fn status_error(target: NodeId, status: tonic::Status) -> RPCError<TypeConfig> {
 }
 
 impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &self,
@@ -532,10 +533,46 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
             .client(target)
             .ok_or_else(|| unreachable(format!("node {target} unknown")))?;
         count_sent("snapshot");
-        let header = encode(&(vote, snapshot.meta.clone()))
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let mut reader =
-            SnapshotReader::open(&snapshot.snapshot).map_err(|e| unreachable(e.to_string()))?;
+        let (file, meta, written_here) = match snapshot.snapshot {
+            SnapshotData::File(file) => (file, snapshot.meta, false),
+            // Written now, of the state as it is: at or past the durable point openraft knows of.
+            // The follower takes the file's own point, and has the entries between the two already
+            // when the leader sends them on from its older point (they are committed).
+            SnapshotData::Durable(db, group) => {
+                let (file, meta) = write_snapshot_file(db, group)
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?;
+                (file, meta, true)
+            }
+        };
+        let sent = self
+            .stream_snapshot(&mut client, target, group, vote, meta, &file, cancel)
+            .await;
+        if written_here {
+            file.remove();
+        }
+        sent
+    }
+}
+
+impl RaftRouter {
+    /// Streams a snapshot file to `target` in chunks read a few ahead of the network.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_snapshot(
+        &self,
+        client: &mut PeerClient,
+        target: NodeId,
+        group: GroupId,
+        vote: Vote,
+        meta: SnapshotMeta,
+        file: &SnapshotFile,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let unreachable =
+            |message: String| StreamingError::Unreachable(Unreachable::from_string(message));
+        let header =
+            encode(&(vote, meta)).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let mut reader = SnapshotReader::open(file).map_err(|e| unreachable(e.to_string()))?;
 
         // Read the file on a blocking thread, a few chunks ahead of the network.
         let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel(SNAPSHOT_READ_AHEAD);

@@ -9,7 +9,7 @@ use ferry_proto::internal::{
     ForwardReply, ForwardRequest, RaftBatchReply, RaftBatchRequest, RaftKind, RaftReply,
     RaftRequest, SnapshotChunk,
 };
-use ferry_storage::SnapshotWriter;
+use ferry_storage::{SnapshotData, SnapshotWriter};
 use ferry_types::GroupId;
 use futures::future::BoxFuture;
 use openraft::error::RaftError;
@@ -175,7 +175,7 @@ impl Internal for InternalService {
                 vote,
                 Snapshot {
                     meta,
-                    snapshot: file,
+                    snapshot: SnapshotData::File(file),
                 },
             )
             .await

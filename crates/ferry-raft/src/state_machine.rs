@@ -1,5 +1,6 @@
 //! The openraft state machine of one group: decodes entries, applies them to the queue or catalog
-//! state machine over RocksDB, and builds and installs snapshot files.
+//! state machine over RocksDB, takes snapshots (points up to which the state is durable, written
+//! to a file only for a follower) and installs snapshot files.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use ferry_catalog::CatalogView;
 use ferry_queue::{ApplyContext, Indexed, ReceivableMemo};
-use ferry_storage::{GroupState, LogStore, NodeDb, SnapshotFile};
+use ferry_storage::{GroupState, LogStore, NodeDb, SnapshotData, SnapshotFile};
 use ferry_types::GroupId;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -128,7 +129,7 @@ impl GroupStateMachine {
         }
     }
 
-    /// Makes `record` the group's current snapshot and removes the file it replaces.
+    /// Makes `record` the group's current snapshot and removes the file it replaces, if any.
     fn set_current_snapshot(
         db: &NodeDb,
         group: GroupId,
@@ -139,7 +140,9 @@ impl GroupStateMachine {
             None => None,
         };
         db.put_group_meta(group, ferry_storage::meta::SNAPSHOT, &encode(record)?)?;
-        if let Some(previous) = previous.filter(|previous| previous.path != record.path) {
+        if let Some(previous) =
+            previous.filter(|previous| !previous.path.is_empty() && previous.path != record.path)
+        {
             SnapshotFile {
                 path: previous.path.into(),
             }
@@ -150,7 +153,7 @@ impl GroupStateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for GroupStateMachine {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = GroupSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -206,8 +209,25 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: SnapshotFile,
+        snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        let snapshot = match snapshot {
+            SnapshotData::File(file) => file,
+            // A durable state handed over within the process (openraft's storage suite does; a
+            // restart would only if this state lost flushed writes): installed only if it still
+            // holds exactly `meta`.
+            SnapshotData::Durable(db, group) => {
+                let (file, written) = write_snapshot_file(db, group).await?;
+                if written.last_log_id != meta.last_log_id {
+                    file.remove();
+                    return Err(io::Error::other(format!(
+                        "group {}: snapshot {:?} to install, but its state holds {:?}",
+                        self.group, meta.last_log_id, written.last_log_id
+                    )));
+                }
+                file
+            }
+        };
         let db = self.db.clone();
         let group = self.group;
         let file = snapshot.clone();
@@ -235,46 +255,80 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         Ok(self.current_snapshot_record()?.map(|record| Snapshot {
-            meta: record.meta,
-            snapshot: SnapshotFile {
-                path: record.path.into(),
+            snapshot: if record.path.is_empty() {
+                SnapshotData::Durable(self.db.clone(), self.group)
+            } else {
+                SnapshotData::File(SnapshotFile {
+                    path: record.path.into(),
+                })
             },
+            meta: record.meta,
         }))
     }
 }
 
-/// Writes a group's snapshot file from a consistent RocksDB snapshot, off the apply path.
+/// Takes a group's snapshot, off the apply path: makes the state durable up to a point and records
+/// that point, so openraft may purge the log before it. No file is written: the state lives in
+/// RocksDB already, and a follower that needs it gets a file written then (`network`). Until the
+/// state is flushed, the log is all that holds the latest applies (the `sm` family skips the WAL).
 pub struct GroupSnapshotBuilder {
     db: Arc<NodeDb>,
     group: GroupId,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let db = self.db.clone();
         let group = self.group;
-        let (file, applied_bytes) =
-            tokio::task::spawn_blocking(move || SnapshotFile::build(&db, group))
-                .await
-                .map_err(io::Error::other)??;
-        let applied = decode_applied(&applied_bytes)?;
-        let meta = SnapshotMeta {
-            last_log_id: applied.last_log_id,
-            last_membership: applied.membership,
-        };
+        // Read before the flush, so the flush holds at least this much.
+        let applied_bytes = tokio::task::spawn_blocking(move || {
+            let applied = GroupState::new(db.clone(), group).applied()?;
+            db.flush_state()?;
+            Ok::<_, io::Error>(applied.unwrap_or_default())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let meta = snapshot_meta(&applied_bytes)?;
+        // An empty path: the state in the database is the snapshot.
         let record = SnapshotRecord {
             meta: meta.clone(),
-            path: file.path.to_string_lossy().into_owned(),
+            path: String::new(),
         };
         GroupStateMachine::set_current_snapshot(&self.db, self.group, &record)?;
-        tracing::debug!(group = %self.group, last_log_id = ?meta.last_log_id, "built snapshot");
+        tracing::debug!(group = %self.group, last_log_id = ?meta.last_log_id, "state durable: snapshot taken");
         Ok(Snapshot {
             meta,
-            snapshot: file,
+            snapshot: SnapshotData::Durable(self.db.clone(), self.group),
         })
     }
+}
+
+/// Writes a file of the group's state as it is now, with the snapshot meta of what it holds.
+pub(crate) async fn write_snapshot_file(
+    db: Arc<NodeDb>,
+    group: GroupId,
+) -> io::Result<(SnapshotFile, SnapshotMeta)> {
+    let (file, applied) = tokio::task::spawn_blocking(move || SnapshotFile::build(&db, group))
+        .await
+        .map_err(io::Error::other)??;
+    match snapshot_meta(&applied) {
+        Ok(meta) => Ok((file, meta)),
+        Err(err) => {
+            file.remove();
+            Err(err)
+        }
+    }
+}
+
+/// The snapshot meta of a group whose applied state is `applied_bytes`.
+fn snapshot_meta(applied_bytes: &[u8]) -> io::Result<SnapshotMeta> {
+    let applied = decode_applied(applied_bytes)?;
+    Ok(SnapshotMeta {
+        last_log_id: applied.last_log_id,
+        last_membership: applied.membership,
+    })
 }
 
 /// A group that has applied nothing has no stored applied state (and its snapshot carries none).

@@ -2,7 +2,7 @@
 
 use ferry_catalog::{CatalogCommand, CatalogResult};
 use ferry_queue::{QueueCommand, QueueResult};
-use ferry_storage::SnapshotFile;
+use ferry_storage::SnapshotData;
 use openraft::alias::{LogIdOf, StoredMembershipOf};
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,7 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::GroupStateMachine>;
 pub type LogId = LogIdOf<TypeConfig>;
 pub type StoredMembership = StoredMembershipOf<TypeConfig>;
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;

@@ -73,6 +73,17 @@ pub struct NodeDb {
     sync_thread: Mutex<Option<JoinHandle<()>>>,
     /// Bytes of log entries all the groups' logs keep in memory (see `recent`).
     recent_log_bytes: Arc<AtomicUsize>,
+    /// State flushes asked for and done, counted: callers that ask while a flush runs share the next.
+    state_flushes: Mutex<StateFlushes>,
+    /// Held by the one caller running a state flush.
+    state_flush_running: Mutex<()>,
+}
+
+#[derive(Default)]
+struct StateFlushes {
+    asked: u64,
+    /// The number of requests the last finished flush covered: every one asked before it began.
+    covered: u64,
 }
 
 impl NodeDb {
@@ -110,6 +121,8 @@ impl NodeDb {
             sync_tx: Mutex::new(Some(sync_tx)),
             sync_thread: Mutex::new(Some(thread)),
             recent_log_bytes: Arc::default(),
+            state_flushes: Mutex::default(),
+            state_flush_running: Mutex::new(()),
         }))
     }
 
@@ -158,6 +171,33 @@ impl NodeDb {
         }));
         rx.await
             .unwrap_or_else(|_| Err(StorageError::Closed.into()))
+    }
+
+    /// Returns once every state-machine write made before the call is in SST files, so a crash no
+    /// longer loses it (the `sm` family skips the WAL). Blocks; callers that ask while a flush runs
+    /// share the next one, so checkpoints of many groups cost few flushes.
+    pub fn flush_state(&self) -> Result<(), StorageError> {
+        let flushes = || self.state_flushes.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = {
+            let mut flushes = flushes();
+            flushes.asked += 1;
+            flushes.asked
+        };
+        let _running = self
+            .state_flush_running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let covering = {
+            let flushes = flushes();
+            if flushes.covered >= ticket {
+                return Ok(());
+            }
+            flushes.asked
+        };
+        self.db.flush_cf(self.cf(CF_SM))?;
+        metrics::counter!("ferry_storage_state_flushes_total").increment(1);
+        flushes().covered = covering;
+        Ok(())
     }
 
     /// Stops the sync thread after it has served every queued waiter. Call before dropping the last

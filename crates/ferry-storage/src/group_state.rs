@@ -71,8 +71,9 @@ impl GroupState {
 
     /// Writes the buffered changes and the applied state (opaque bytes of the Raft layer) in one
     /// batch, without the WAL: the synced log is the durable record. A crash loses the state family's
-    /// unflushed memtables whole, so the group restarts from an earlier applied state (or from its
-    /// snapshot file) and openraft re-applies the committed entries after it. Keeping state writes
+    /// unflushed memtables whole, so the group restarts from an earlier applied state (or from a
+    /// snapshot file it installed) and openraft re-applies the committed entries after it. The log
+    /// is purged only up to flushed state ([`NodeDb::flush_state`]). Keeping state writes
     /// out of the WAL halves the bytes every log fsync waits for (a send's body would be in it twice).
     pub fn commit(&mut self, applied: &[u8]) -> Result<(), StorageError> {
         let applied_key = keys::applied_key(self.group);

@@ -8,7 +8,8 @@
 //! shared sync thread has fsynced the WAL ([`NodeDb`]'s group commit), so many concurrent appends of
 //! many groups share one fsync. State-machine writes bypass the WAL: each carries the group's applied
 //! log id in the same family, so a crash rewinds a group's state to a consistent earlier point (or
-//! behind its snapshot file), from which openraft re-applies the synced log.
+//! behind a snapshot file it installed), from which openraft re-applies the synced log. A snapshot
+//! is a flush of the state ([`NodeDb::flush_state`]): the log is purged only up to flushed state.
 //!
 //! Each group's log also keeps its newest entries in memory, as encoded for RocksDB, until they are
 //! applied: openraft reads every entry back right after appending it (see `recent`).
@@ -26,4 +27,6 @@ pub use db::{NodeDb, StorageError};
 pub use group_state::GroupState;
 pub use keys::meta;
 pub use log_store::LogStore;
-pub use snapshot::{SnapshotFile, SnapshotReader, SnapshotWriter, SNAPSHOT_CHUNK_BYTES};
+pub use snapshot::{
+    SnapshotData, SnapshotFile, SnapshotReader, SnapshotWriter, SNAPSHOT_CHUNK_BYTES,
+};

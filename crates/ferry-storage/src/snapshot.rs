@@ -5,10 +5,12 @@
 //! File format: `FERRYSNAP1`, then records `tag (1) ++ len (4) ++ key ++ len (4) ++ value`, where tag 0
 //! is a state-machine key/value and tag 1 carries the applied state (key empty).
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ferry_types::GroupId;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
@@ -30,6 +32,26 @@ static FILE_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotFile {
     pub path: PathBuf,
+}
+
+/// A group's snapshot as openraft holds it.
+#[derive(Clone)]
+pub enum SnapshotData {
+    /// A file: one received from a leader (kept until the group's state is durable past it), or one
+    /// an older build wrote.
+    File(SnapshotFile),
+    /// The group's state as the node's database holds it durably: nothing is written until a
+    /// follower needs a snapshot, and then a file of the state as it is at that moment.
+    Durable(Arc<NodeDb>, GroupId),
+}
+
+impl fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(file) => write!(f, "file {}", file.path.display()),
+            Self::Durable(_, group) => write!(f, "durable state of group {group}"),
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
