@@ -3,8 +3,9 @@
 //! to a file only for a follower) and installs snapshot files.
 
 use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ferry_catalog::CatalogView;
 use ferry_queue::{ApplyContext, Indexed, ReceivableMemo};
@@ -50,6 +51,9 @@ pub struct GroupStateMachine {
     catalog: Option<watch::Sender<Catalog>>,
     /// The group's log, told what is applied so it stops keeping those entries in memory.
     log: LogStore<TypeConfig>,
+    /// Held while the current snapshot record changes: an install and a snapshot being taken may
+    /// both set it.
+    snapshot_record: Arc<Mutex<()>>,
 }
 
 impl GroupStateMachine {
@@ -74,6 +78,7 @@ impl GroupStateMachine {
             signals,
             catalog,
             log,
+            snapshot_record: Arc::default(),
         };
         machine.publish_catalog()?;
         Ok(machine)
@@ -129,26 +134,47 @@ impl GroupStateMachine {
         }
     }
 
-    /// Makes `record` the group's current snapshot and removes the file it replaces, if any.
+    /// Makes `record` the group's current snapshot and removes the file it replaces, if any —
+    /// unless the current one is newer: a snapshot taken from the state as it was before an install
+    /// finished must not replace the installed one, whose log is purged. Returns the current one.
     fn set_current_snapshot(
         db: &NodeDb,
         group: GroupId,
-        record: &SnapshotRecord,
-    ) -> io::Result<()> {
+        lock: &Mutex<()>,
+        record: SnapshotRecord,
+    ) -> io::Result<SnapshotRecord> {
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
         let previous = match db.group_meta(group, ferry_storage::meta::SNAPSHOT)? {
             Some(bytes) => Some(decode::<SnapshotRecord>(&bytes)?),
             None => None,
         };
-        db.put_group_meta(group, ferry_storage::meta::SNAPSHOT, &encode(record)?)?;
-        if let Some(previous) =
-            previous.filter(|previous| !previous.path.is_empty() && previous.path != record.path)
-        {
-            SnapshotFile {
-                path: previous.path.into(),
+        if let Some(previous) = previous {
+            if previous.meta.last_log_id > record.meta.last_log_id {
+                return Ok(previous);
             }
-            .remove();
+            if !previous.path.is_empty() && previous.path != record.path {
+                SnapshotFile {
+                    path: previous.path.into(),
+                }
+                .remove();
+            }
         }
-        Ok(())
+        db.put_group_meta(group, ferry_storage::meta::SNAPSHOT, &encode(&record)?)?;
+        Ok(record)
+    }
+}
+
+/// The snapshot a record names: its file, or (empty path) the group's state in the database.
+fn recorded_snapshot(db: &Arc<NodeDb>, group: GroupId, record: SnapshotRecord) -> Snapshot {
+    Snapshot {
+        snapshot: if record.path.is_empty() {
+            SnapshotData::Durable(db.clone(), group)
+        } else {
+            SnapshotData::File(SnapshotFile {
+                path: record.path.into(),
+            })
+        },
+        meta: record.meta,
     }
 }
 
@@ -203,6 +229,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         GroupSnapshotBuilder {
             db: self.db.clone(),
             group: self.group,
+            snapshot_record: self.snapshot_record.clone(),
         }
     }
 
@@ -243,7 +270,12 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             meta: meta.clone(),
             path: snapshot.path.to_string_lossy().into_owned(),
         };
-        Self::set_current_snapshot(&self.db, self.group, &record)?;
+        let current =
+            Self::set_current_snapshot(&self.db, self.group, &self.snapshot_record, record)?;
+        if Path::new(&current.path) != snapshot.path {
+            // A newer snapshot is recorded already: this file would be kept for nothing.
+            snapshot.remove();
+        }
         self.signals.receivable.replaced();
         self.signals
             .last_time_ms
@@ -254,16 +286,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self.current_snapshot_record()?.map(|record| Snapshot {
-            snapshot: if record.path.is_empty() {
-                SnapshotData::Durable(self.db.clone(), self.group)
-            } else {
-                SnapshotData::File(SnapshotFile {
-                    path: record.path.into(),
-                })
-            },
-            meta: record.meta,
-        }))
+        Ok(self
+            .current_snapshot_record()?
+            .map(|record| recorded_snapshot(&self.db, self.group, record)))
     }
 }
 
@@ -274,6 +299,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 pub struct GroupSnapshotBuilder {
     db: Arc<NodeDb>,
     group: GroupId,
+    snapshot_record: Arc<Mutex<()>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
@@ -296,12 +322,14 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
             meta: meta.clone(),
             path: String::new(),
         };
-        GroupStateMachine::set_current_snapshot(&self.db, self.group, &record)?;
+        let current = GroupStateMachine::set_current_snapshot(
+            &self.db,
+            self.group,
+            &self.snapshot_record,
+            record,
+        )?;
         tracing::debug!(group = %self.group, last_log_id = ?meta.last_log_id, "state durable: snapshot taken");
-        Ok(Snapshot {
-            meta,
-            snapshot: SnapshotData::Durable(self.db.clone(), self.group),
-        })
+        Ok(recorded_snapshot(&self.db, self.group, current))
     }
 }
 
@@ -337,5 +365,62 @@ fn decode_applied(bytes: &[u8]) -> io::Result<AppliedState> {
         Ok(AppliedState::default())
     } else {
         decode(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::alias::LeaderIdOf;
+    use openraft::vote::RaftLeaderId;
+
+    use super::*;
+
+    fn record_at(index: u64, path: &Path) -> SnapshotRecord {
+        let leader = LeaderIdOf::<TypeConfig>::new(1, 1);
+        SnapshotRecord {
+            meta: SnapshotMeta {
+                last_log_id: Some(LogId::new(leader.to_committed(), index)),
+                last_membership: StoredMembership::default(),
+            },
+            path: path.to_string_lossy().into_owned(),
+        }
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = NodeDb::open(dir.path()).unwrap();
+        let group = GroupId(5);
+        let lock = Mutex::new(());
+        let installed = dir.path().join("installed.snap");
+        std::fs::write(&installed, b"state").unwrap();
+        let set = |record| GroupStateMachine::set_current_snapshot(&db, group, &lock, record);
+        let at = |record: &SnapshotRecord| {
+            (
+                record.meta.last_log_id.map(|id| id.index),
+                record.path.clone(),
+            )
+        };
+        let stored = || {
+            let bytes = db
+                .group_meta(group, ferry_storage::meta::SNAPSHOT)
+                .unwrap()
+                .unwrap();
+            at(&decode::<SnapshotRecord>(&bytes).unwrap())
+        };
+        let installed_path = installed.to_string_lossy().into_owned();
+
+        set(record_at(10, &installed)).unwrap();
+        // Taken from state read before the install finished: the install stays, file and all.
+        let current = set(record_at(7, Path::new(""))).unwrap();
+        assert_eq!(at(&current), (Some(10), installed_path.clone()));
+        assert_eq!(stored(), (Some(10), installed_path));
+        assert!(installed.exists());
+        // Taken after it: the flushed state is the snapshot now, and the file goes.
+        let current = set(record_at(12, Path::new(""))).unwrap();
+        assert_eq!(at(&current), (Some(12), String::new()));
+        assert_eq!(stored(), (Some(12), String::new()));
+        assert!(!installed.exists());
+        db.close();
     }
 }
