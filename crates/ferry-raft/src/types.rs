@@ -82,7 +82,8 @@ pub struct AppliedState {
     pub last_time_ms: u64,
 }
 
-/// A group's snapshot meta together with the file holding its data.
+/// A group's snapshot meta together with the file holding its data; an empty path when the state
+/// flushed in the database is the data (no file is kept).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     pub meta: SnapshotMeta,
