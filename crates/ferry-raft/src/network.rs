@@ -14,7 +14,7 @@ use ferry_proto::internal::{
     raft_call_reply, ForwardRequest, RaftBatchRequest, RaftCallError, RaftCallReply, RaftKind,
     RaftRequest, SnapshotChunk,
 };
-use ferry_storage::{SnapshotData, SnapshotFile, SnapshotReader};
+use ferry_storage::{SnapshotData, SnapshotReader};
 use ferry_types::{GroupId, NodeId};
 use openraft::error::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
@@ -35,7 +35,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::cluster_key::{AttachClusterKey, ClusterKey};
 use crate::quiet::{self, QuiesceRequest};
 use crate::state_machine::write_snapshot_file;
-use crate::types::{decode, encode, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use crate::types::{decode, encode, Snapshot, TypeConfig, Vote};
 
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -545,75 +545,59 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
                 (file, meta, true)
             }
         };
-        let sent = self
-            .stream_snapshot(&mut client, target, group, vote, meta, &file, cancel)
-            .await;
+        // A file written for this transfer is removed whatever its outcome.
+        let sent = async {
+            let header = encode(&(vote, meta))
+                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+            let mut reader = SnapshotReader::open(&file).map_err(|e| unreachable(e.to_string()))?;
+
+            // Read the file on a blocking thread, a few chunks ahead of the network.
+            let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel(SNAPSHOT_READ_AHEAD);
+            let first = SnapshotChunk {
+                group: group.0,
+                header: header.into(),
+                data: Bytes::new(),
+            };
+            let _ = chunks_tx.try_send(first);
+            tokio::task::spawn_blocking(move || loop {
+                match reader.next_chunk() {
+                    Ok(Some(data)) => {
+                        let chunk = SnapshotChunk {
+                            group: group.0,
+                            header: Bytes::new(),
+                            data: data.into(),
+                        };
+                        if chunks_tx.blocking_send(chunk).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(err) => {
+                        tracing::warn!(%group, error = %err, "reading snapshot to send failed");
+                        return;
+                    }
+                }
+            });
+            let call =
+                client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(chunks_rx));
+            let reply = tokio::select! {
+                closed = cancel => return Err(StreamingError::Closed(closed)),
+                reply = tokio::time::timeout(SNAPSHOT_TIMEOUT, call) => reply,
+            };
+            let reply = match reply {
+                Err(_) => return Err(unreachable(format!("snapshot to node {target} timed out"))),
+                Ok(Err(status)) => return Err(unreachable(format!("node {target}: {status}"))),
+                Ok(Ok(reply)) => reply.into_inner(),
+            };
+            let result: Result<SnapshotResponse<TypeConfig>, String> = decode(&reply.payload)
+                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+            result.map_err(|message| StreamingError::Network(NetworkError::from_string(message)))
+        }
+        .await;
         if written_here {
             file.remove();
         }
         sent
-    }
-}
-
-impl RaftRouter {
-    /// Streams a snapshot file to `target` in chunks read a few ahead of the network.
-    #[allow(clippy::too_many_arguments)]
-    async fn stream_snapshot(
-        &self,
-        client: &mut PeerClient,
-        target: NodeId,
-        group: GroupId,
-        vote: Vote,
-        meta: SnapshotMeta,
-        file: &SnapshotFile,
-        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
-    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let unreachable =
-            |message: String| StreamingError::Unreachable(Unreachable::from_string(message));
-        let header =
-            encode(&(vote, meta)).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let mut reader = SnapshotReader::open(file).map_err(|e| unreachable(e.to_string()))?;
-
-        // Read the file on a blocking thread, a few chunks ahead of the network.
-        let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel(SNAPSHOT_READ_AHEAD);
-        let first = SnapshotChunk {
-            group: group.0,
-            header: header.into(),
-            data: Bytes::new(),
-        };
-        let _ = chunks_tx.try_send(first);
-        tokio::task::spawn_blocking(move || loop {
-            match reader.next_chunk() {
-                Ok(Some(data)) => {
-                    let chunk = SnapshotChunk {
-                        group: group.0,
-                        header: Bytes::new(),
-                        data: data.into(),
-                    };
-                    if chunks_tx.blocking_send(chunk).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(err) => {
-                    tracing::warn!(%group, error = %err, "reading snapshot to send failed");
-                    return;
-                }
-            }
-        });
-        let call = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(chunks_rx));
-        let reply = tokio::select! {
-            closed = cancel => return Err(StreamingError::Closed(closed)),
-            reply = tokio::time::timeout(SNAPSHOT_TIMEOUT, call) => reply,
-        };
-        let reply = match reply {
-            Err(_) => return Err(unreachable(format!("snapshot to node {target} timed out"))),
-            Ok(Err(status)) => return Err(unreachable(format!("node {target}: {status}"))),
-            Ok(Ok(reply)) => reply.into_inner(),
-        };
-        let result: Result<SnapshotResponse<TypeConfig>, String> =
-            decode(&reply.payload).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        result.map_err(|message| StreamingError::Network(NetworkError::from_string(message)))
     }
 }
 
