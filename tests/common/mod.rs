@@ -83,6 +83,10 @@ pub struct GroupInfo {
     pub leader: Option<u64>,
     pub is_leader: bool,
     pub last_applied: Option<u64>,
+    /// The last log entry the durable state holds.
+    pub snapshot: Option<u64>,
+    /// The last log entry removed.
+    pub log_purged: Option<u64>,
     pub quiet: bool,
 }
 

@@ -14,10 +14,11 @@ mod network;
 mod quiet;
 mod service;
 mod state_machine;
+mod trim;
 mod types;
 
 pub use cluster_key::{AttachClusterKey, ClusterKey, RequireClusterKey};
-pub use multi::{GroupHandle, MultiRaft, DEFAULT_SNAPSHOT_ENTRIES};
+pub use multi::{GroupHandle, GroupStatus, MultiRaft, DEFAULT_SNAPSHOT_ENTRIES};
 pub use network::{ForwardError, RaftRouter, MAX_INTERNAL_MESSAGE_BYTES};
 pub use service::{ForwardHandler, InternalService};
 pub use state_machine::{Catalog, GroupSignals, GroupStateMachine};

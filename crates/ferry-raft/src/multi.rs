@@ -18,7 +18,7 @@ use tokio::sync::{watch, Mutex};
 use crate::network::{GroupNetwork, RaftRouter};
 use crate::quiet::{self, Activity, GroupView, PeerLiveness, QuiesceRequest, Verdict};
 use crate::state_machine::{Catalog, GroupSignals, GroupStateMachine};
-use crate::types::{Entry, LogId, Raft, TypeConfig};
+use crate::types::{index_of, Entry, LogId, Raft, TypeConfig};
 
 /// Timing of every group. Elections are slow enough that a loaded 2-core machine running three nodes
 /// does not flap, and fast enough that a killed leader is replaced within a few seconds. Every
@@ -184,16 +184,29 @@ impl GroupHandle {
         self.raft.trigger().transfer_leader(preferred).await.is_ok()
     }
 
-    /// Raft status for operators: (leader, last applied index).
-    pub fn status(&self) -> (Option<NodeId>, Option<u64>) {
+    /// Raft status for operators.
+    pub fn status(&self) -> GroupStatus {
         use openraft::type_config::async_runtime::WatchReceiver;
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        (
-            metrics.current_leader,
-            metrics.last_applied.map(|id| id.index),
-        )
+        GroupStatus {
+            leader: metrics.current_leader,
+            last_applied: index_of(&metrics.last_applied),
+            snapshot: index_of(&metrics.snapshot),
+            log_purged: index_of(&metrics.purged),
+        }
     }
+}
+
+/// Where one replica of a group stands, as indexes of its log.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupStatus {
+    pub leader: Option<NodeId>,
+    pub last_applied: Option<u64>,
+    /// The last entry the durable state holds (see `trim`).
+    pub snapshot: Option<u64>,
+    /// The last entry removed from the log.
+    pub log_purged: Option<u64>,
 }
 
 /// Every Raft group on this node, over one RocksDB and one transport.

@@ -17,6 +17,11 @@ openraft::declare_raft_types!(
 
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::GroupStateMachine>;
 pub type LogId = LogIdOf<TypeConfig>;
+
+/// The index of a log id, if there is one.
+pub(crate) fn index_of(log_id: &Option<LogId>) -> Option<u64> {
+    log_id.as_ref().map(|log_id| log_id.index)
+}
 pub type StoredMembership = StoredMembershipOf<TypeConfig>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;

@@ -99,6 +99,7 @@ pub async fn run(
     let reconciler = tokio::spawn(multi.clone().run_reconciler(stop_rx.clone()));
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping(stop_rx.clone()));
     let quiescence = tokio::spawn(multi.clone().run_quiescence(stop_rx.clone()));
+    let log_trimming = tokio::spawn(multi.clone().run_log_trimming(stop_rx.clone()));
 
     let state = AdminState {
         multi: multi.clone(),
@@ -152,6 +153,7 @@ pub async fn run(
     let _ = reconciler.await;
     let _ = housekeeping.await;
     let _ = quiescence.await;
+    let _ = log_trimming.await;
     multi.shutdown().await;
     db.close();
     tracing::info!(node, "stopped");
@@ -181,36 +183,42 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 #[derive(Serialize)]
-struct GroupStatus {
+struct GroupReport {
     group: u64,
     queue: Option<String>,
     leader: Option<u64>,
     is_leader: bool,
     last_applied: Option<u64>,
+    /// The last log entry the durable state holds.
+    snapshot: Option<u64>,
+    /// The last log entry removed.
+    log_purged: Option<u64>,
     /// Idle: not ticking until a proposal, a Raft call or a silent peer wakes it.
     quiet: bool,
 }
 
 /// Every Raft group on this node with its leader and progress, for operators and tests.
-async fn debug_groups(State(state): State<AdminState>) -> Json<Vec<GroupStatus>> {
+async fn debug_groups(State(state): State<AdminState>) -> Json<Vec<GroupReport>> {
     let catalog = state.multi.catalog().borrow().clone();
     let groups = state
         .multi
         .groups()
         .into_iter()
         .map(|handle| {
-            let (leader, last_applied) = handle.status();
+            let status = handle.status();
             let queue = catalog
                 .queues
                 .values()
                 .find(|queue| queue.partitions.iter().any(|p| p.group == handle.group))
                 .map(|queue| queue.name.clone());
-            GroupStatus {
+            GroupReport {
                 group: handle.group.0,
                 queue,
-                leader,
-                is_leader: leader == Some(state.multi.node_id()),
-                last_applied,
+                leader: status.leader,
+                is_leader: status.leader == Some(state.multi.node_id()),
+                last_applied: status.last_applied,
+                snapshot: status.snapshot,
+                log_purged: status.log_purged,
                 quiet: handle.is_quiet(),
             }
         })

@@ -1,0 +1,87 @@
+//! Snapshots paced by the memtables, so that most of the log dies in memory.
+//!
+//! A log entry may go once the state it produced is durable, and the `sm` family skips the WAL, so
+//! that is when the family is flushed. openraft snapshots a group every `snapshot_entries` entries:
+//! under load long after RocksDB has flushed the entries to SST files and compacted them, as many
+//! bytes as the state itself. Here every group that applied something is snapshotted when a
+//! memtable is about to be flushed anyway (one flush of the state serves them all), and each
+//! group's log is then purged up to its snapshot once every follower has it. Entries purged while
+//! their memtable is in memory are dropped by its flush.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::type_config::async_runtime::WatchReceiver;
+use tokio::sync::watch;
+
+use crate::multi::{GroupHandle, MultiRaft};
+use crate::types::index_of;
+
+/// How often the memtables are looked at.
+const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Share of a memtable's flush size at which every group is snapshotted: early enough that the
+/// snapshots' flush comes before RocksDB's own.
+const SNAPSHOT_AT_FILLED: f64 = 0.75;
+
+impl MultiRaft {
+    /// Snapshots and purges as described in the module docs, until `shutdown` fires.
+    pub async fn run_log_trimming(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut checks = tokio::time::interval(CHECK_INTERVAL);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Once the memtables were seen filled, not again until a flush emptied them: snapshots
+        // taken meanwhile would each flush a sliver of the state.
+        let mut armed = true;
+        loop {
+            tokio::select! {
+                _ = checks.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if self.db().memtables_filled() < SNAPSHOT_AT_FILLED {
+                armed = true;
+            } else if armed {
+                armed = false;
+                for handle in self.groups() {
+                    handle.snapshot_if_applied_more().await;
+                }
+            }
+            for handle in self.groups() {
+                handle.purge_to_snapshot().await;
+            }
+        }
+    }
+}
+
+impl GroupHandle {
+    async fn snapshot_if_applied_more(&self) {
+        let behind = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            index_of(&metrics.last_applied) > index_of(&metrics.snapshot)
+        };
+        if behind {
+            // Fails only once the group is shutting down.
+            let _ = self.raft.trigger().snapshot().await;
+        }
+    }
+
+    /// Purges the log up to the snapshot once every follower this replica leads holds it all: one
+    /// further behind would need the snapshot sent instead of the entries.
+    async fn purge_to_snapshot(&self) {
+        let purge_to = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let Some(snapshot) = metrics.snapshot.as_ref().map(|log_id| log_id.index) else {
+                return;
+            };
+            let followers_have_it = metrics.replication.as_ref().is_none_or(|replication| {
+                replication
+                    .values()
+                    .all(|matched| index_of(matched) >= Some(snapshot))
+            });
+            (followers_have_it && index_of(&metrics.purged) < Some(snapshot)).then_some(snapshot)
+        };
+        if let Some(index) = purge_to {
+            let _ = self.raft.trigger().purge_log(index).await;
+        }
+    }
+}
