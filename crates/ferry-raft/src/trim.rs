@@ -70,7 +70,7 @@ impl GroupHandle {
         let purge_to = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow_watched();
-            let Some(snapshot) = metrics.snapshot.as_ref().map(|log_id| log_id.index) else {
+            let Some(snapshot) = index_of(&metrics.snapshot) else {
                 return;
             };
             let followers_have_it = metrics.replication.as_ref().is_none_or(|replication| {

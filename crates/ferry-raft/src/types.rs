@@ -17,16 +17,16 @@ openraft::declare_raft_types!(
 
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::GroupStateMachine>;
 pub type LogId = LogIdOf<TypeConfig>;
-
-/// The index of a log id, if there is one.
-pub(crate) fn index_of(log_id: &Option<LogId>) -> Option<u64> {
-    log_id.as_ref().map(|log_id| log_id.index)
-}
 pub type StoredMembership = StoredMembershipOf<TypeConfig>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+
+/// The index of a log id, if there is one.
+pub(crate) fn index_of(log_id: &Option<LogId>) -> Option<u64> {
+    log_id.as_ref().map(|log_id| log_id.index)
+}
 
 /// A log entry's payload: the leader's time stamp and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
