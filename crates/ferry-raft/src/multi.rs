@@ -53,6 +53,10 @@ pub struct GroupHandle {
     activity: Arc<Activity>,
     /// When this replica last considered handing the group over (`quiet::clock_ms`); 0: never.
     last_hand_over_ms: Arc<AtomicU64>,
+    /// Bytes appended to the group's log since it started here, and that count when the group
+    /// was last snapshotted for the memtables (see `trim`).
+    pub(crate) log_bytes: Arc<AtomicU64>,
+    pub(crate) log_bytes_at_snapshot: Arc<AtomicU64>,
 }
 
 impl GroupHandle {
@@ -338,6 +342,7 @@ impl MultiRaft {
         let signals = Arc::new(GroupSignals::default());
         let catalog = group.is_catalog().then(|| self.catalog_tx.clone());
         let log = LogStore::new(self.db.clone(), group);
+        let log_bytes = log.appended_bytes();
         let new_here = log.is_pristine()?;
         if new_here {
             log.write_first_entry(&first_entry(founder, replicas, &self.members))?;
@@ -368,6 +373,8 @@ impl MultiRaft {
             signals,
             activity: Arc::new(Activity::new()),
             last_hand_over_ms: Arc::default(),
+            log_bytes,
+            log_bytes_at_snapshot: Arc::default(),
         };
         self.groups
             .write()

@@ -3,11 +3,14 @@
 //! A log entry may go once the state it produced is durable, and the `sm` family skips the WAL, so
 //! that is when the family is flushed. openraft snapshots a group every `snapshot_entries` entries:
 //! under load long after RocksDB has flushed the entries to SST files and compacted them, as many
-//! bytes as the state itself. Here every group that applied something is snapshotted when a
-//! memtable is about to be flushed anyway (one flush of the state serves them all), and each
-//! group's log is then purged up to its snapshot once every follower has it. Entries purged while
-//! their memtable is in memory are dropped by its flush.
+//! bytes as the state itself. Here every group that appended a good share of the log since it was
+//! last snapshotted this way is snapshotted when a memtable is about to be flushed anyway (one
+//! flush of the state serves them all), and each group's log is then purged up to its snapshot
+//! once every follower has it. Entries purged while their memtable is in memory are dropped by its
+//! flush. Groups that appended little are left to openraft's policy: with a thousand queues,
+//! snapshotting every group at each cycle cost more flushes and purges than the log it freed.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +25,9 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Share of a memtable's flush size at which every group is snapshotted: early enough that the
 /// snapshots' flush comes before RocksDB's own.
 const SNAPSHOT_AT_FILLED: f64 = 0.75;
+/// Log bytes a group must have appended since its last such snapshot to take one: 1/64 of the log
+/// memtable, so at most 64 groups take part in a cycle, and their snapshots share one flush.
+const SNAPSHOT_AFTER_BYTES: u64 = 2 << 20;
 
 impl MultiRaft {
     /// Snapshots and purges as described in the module docs, until `shutdown` fires.
@@ -41,7 +47,7 @@ impl MultiRaft {
             } else if armed {
                 armed = false;
                 for handle in self.groups() {
-                    handle.snapshot_if_applied_more().await;
+                    handle.snapshot_if_log_grew().await;
                 }
             }
             for handle in self.groups() {
@@ -52,16 +58,16 @@ impl MultiRaft {
 }
 
 impl GroupHandle {
-    async fn snapshot_if_applied_more(&self) {
-        let behind = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow_watched();
-            index_of(&metrics.last_applied) > index_of(&metrics.snapshot)
-        };
-        if behind {
-            // Fails only once the group is shutting down.
-            let _ = self.raft.trigger().snapshot().await;
+    async fn snapshot_if_log_grew(&self) {
+        let appended = self.log_bytes.load(Ordering::Relaxed);
+        let at_snapshot = self.log_bytes_at_snapshot.load(Ordering::Relaxed);
+        if appended.saturating_sub(at_snapshot) < SNAPSHOT_AFTER_BYTES {
+            return;
         }
+        self.log_bytes_at_snapshot
+            .store(appended, Ordering::Relaxed);
+        // Fails only once the group is shutting down.
+        let _ = self.raft.trigger().snapshot().await;
     }
 
     /// Purges the log up to the snapshot once every follower this replica leads holds it all: one

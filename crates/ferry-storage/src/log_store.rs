@@ -4,6 +4,7 @@ use std::fmt::Debug;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferry_types::GroupId;
@@ -25,6 +26,8 @@ pub struct LogStore<C> {
     group: GroupId,
     /// The newest entries, which openraft reads right after appending them.
     recent: Arc<Mutex<RecentEntries>>,
+    /// Bytes of entries appended since the store was opened.
+    appended_bytes: Arc<AtomicU64>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -34,6 +37,7 @@ impl<C> Clone for LogStore<C> {
             db: self.db.clone(),
             group: self.group,
             recent: self.recent.clone(),
+            appended_bytes: self.appended_bytes.clone(),
             _config: PhantomData,
         }
     }
@@ -46,8 +50,14 @@ impl<C: RaftTypeConfig> LogStore<C> {
             db,
             group,
             recent,
+            appended_bytes: Arc::default(),
             _config: PhantomData,
         }
+    }
+
+    /// Bytes of entries appended since the store was opened, counted as they are appended.
+    pub fn appended_bytes(&self) -> Arc<AtomicU64> {
+        self.appended_bytes.clone()
     }
 
     /// The state machine has applied the entries up to `index`: only a follower far behind still
@@ -270,6 +280,8 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
             encoded.push((entry.index(), value));
         }
         metrics::counter!("ferry_storage_log_appended_bytes_total").increment(bytes as u64);
+        self.appended_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         // Written now so that the entries are readable when this returns; acknowledged once the
         // shared sync thread has the WAL on disk.
         self.db.db().write(batch).map_err(StorageError::from)?;
