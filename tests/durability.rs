@@ -66,10 +66,7 @@ async fn restarted_node_catches_up_and_holds_real_replicas() {
     .await;
 
     // Phase 4: with node 1 crashed, nodes 2 and 3 serve everything: node 3's replicas are real.
-    cluster.kill(1);
-    let survivors = [cluster.client(2), cluster.client(3)];
-    let received = drain(&survivors, queue, &ledger.acked).await;
-    ledger.check_received(&received);
+    drain_without_node_1(&mut cluster, queue, &ledger).await;
 }
 
 /// A replica that missed more than the log keeps behind a snapshot is brought back by a snapshot
@@ -124,10 +121,7 @@ async fn lagging_replica_catches_up_from_a_snapshot() {
     )
     .await;
 
-    cluster.kill(1);
-    let survivors = [cluster.client(2), cluster.client(3)];
-    let received = drain(&survivors, queue, &ledger.acked).await;
-    ledger.check_received(&received);
+    drain_without_node_1(&mut cluster, queue, &ledger).await;
 }
 
 /// Under load every group is snapshotted shortly before the state family's memtable would be
@@ -185,10 +179,7 @@ async fn log_is_purged_behind_snapshots_paced_by_the_memtables() {
         async || caught_up(&cluster, 2, &partitions).await,
     )
     .await;
-    cluster.kill(1);
-    let survivors = [cluster.client(2), cluster.client(3)];
-    let received = drain(&survivors, queue, &ledger.acked).await;
-    ledger.check_received(&received);
+    drain_without_node_1(&mut cluster, queue, &ledger).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -528,6 +519,15 @@ async fn caught_up(cluster: &TestCluster, node: u64, partitions: &[u64]) -> bool
 async fn applied(cluster: &TestCluster, node: u64, group: u64) -> Option<u64> {
     let groups = cluster.try_groups(node).await?;
     groups.iter().find(|g| g.group == group)?.last_applied
+}
+
+/// SIGKILLs node 1 and drains `queue` through nodes 2 and 3: what they hold alone must be every
+/// message `ledger` had acknowledged.
+async fn drain_without_node_1(cluster: &mut TestCluster, queue: &str, ledger: &Ledger) {
+    cluster.kill(1);
+    let survivors = [cluster.client(2), cluster.client(3)];
+    let received = drain(&survivors, queue, &ledger.acked).await;
+    ledger.check_received(&received);
 }
 
 /// Receives and deletes through `clients` in turn until every `expected` body was seen and a few

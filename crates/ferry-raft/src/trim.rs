@@ -22,8 +22,8 @@ use crate::types::index_of;
 
 /// How often the memtables are looked at.
 const CHECK_INTERVAL: Duration = Duration::from_millis(100);
-/// Share of a memtable's flush size at which every group is snapshotted: early enough that the
-/// snapshots' flush comes before RocksDB's own.
+/// Share of a memtable's flush size at which the groups past [`SNAPSHOT_AFTER_BYTES`] are
+/// snapshotted: early enough that the snapshots' flush comes before RocksDB's own.
 const SNAPSHOT_AT_FILLED: f64 = 0.75;
 /// Log bytes a group must have appended since its last such snapshot to take one: 1/64 of the log
 /// memtable, so at most 64 groups take part in a cycle, and their snapshots share one flush.
