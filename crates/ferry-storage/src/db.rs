@@ -293,6 +293,10 @@ const STATE_WRITE_BUFFER: usize = 64 << 20;
 /// lets go are mostly still in it when they are purged (see [`NodeDb::memtables_filled`]).
 const LOG_WRITE_BUFFER: usize = 128 << 20;
 
+/// State values at least this long (message bodies, in practice) live in blob files: the state
+/// family's compactions then move keys and blob references, not bodies.
+const MIN_BLOB_SIZE: u64 = 512;
+
 fn cf_options(name: &str) -> Options {
     let mut options = Options::default();
     // Levels 0 and 1 hold what was written last, which the log's purges and the queues' deletes
@@ -303,7 +307,21 @@ fn cf_options(name: &str) -> Options {
     match name {
         // Log entries are written once, read mostly while fresh, and deleted in ranges by purge.
         CF_LOG => options.set_write_buffer_size(LOG_WRITE_BUFFER),
-        CF_SM => options.set_write_buffer_size(STATE_WRITE_BUFFER),
+        // Every partition's new messages interleave in one key space, so each level-0 file spans
+        // all of level 1 and leveled compaction rewrote the whole backlog at every level-0
+        // compaction (4.3 GB written per node for a 1,000,000-message backlog). Universal
+        // compaction merges runs of similar size instead, and bodies kept in blob files are not
+        // rewritten with their keys: 0.65–0.8 GB (docs/benchmarks.md, twentieth pass). Blob garbage
+        // collection (RocksDB's default age cutoff, the oldest quarter of the blob files) moves
+        // the live bodies out of old files as compactions pass them, so a few long-kept
+        // messages cannot pin files full of deleted ones.
+        CF_SM => {
+            options.set_write_buffer_size(STATE_WRITE_BUFFER);
+            options.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+            options.set_enable_blob_files(true);
+            options.set_min_blob_size(MIN_BLOB_SIZE);
+            options.set_enable_blob_gc(true);
+        }
         _ => {}
     }
     options
@@ -377,6 +395,47 @@ mod tests {
         );
         db.flush_state().unwrap();
         assert!(db.memtables_filled() < 0.01, "{}", db.memtables_filled());
+        db.close();
+    }
+
+    #[test]
+    fn long_kept_bodies_do_not_pin_blob_files_of_deleted_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = NodeDb::open(dir.path()).unwrap();
+        let state = db.cf(CF_SM);
+        let blob_bytes = || {
+            db.db()
+                .property_int_value_cf(state, "rocksdb.total-blob-file-size")
+                .unwrap()
+                .unwrap()
+        };
+        let body = |key: u32| vec![(key % 251) as u8; 1024];
+        const ROUNDS: u32 = 16;
+        const PER_ROUND: u32 = 200;
+        let mut largest = 0;
+        // Each round's flush writes one blob file of 200 bodies, of which all but the first are
+        // deleted again: without garbage collection every file stays, pinned by its first body.
+        for round in 0..ROUNDS {
+            let first = round * PER_ROUND;
+            for key in first..first + PER_ROUND {
+                db.db().put_cf(state, key.to_be_bytes(), body(key)).unwrap();
+            }
+            db.flush_state().unwrap();
+            largest = largest.max(blob_bytes());
+            for key in first + 1..first + PER_ROUND {
+                db.db().delete_cf(state, key.to_be_bytes()).unwrap();
+            }
+            db.flush_state().unwrap();
+            db.db()
+                .compact_range_cf(state, None::<&[u8]>, None::<&[u8]>);
+        }
+        let one_file = u64::from(PER_ROUND) * 1024;
+        assert!(largest > one_file, "{largest}");
+        assert!(blob_bytes() < 6 * one_file, "{} bytes", blob_bytes());
+        for round in 0..ROUNDS {
+            let kept = db.db().get_cf(state, (round * PER_ROUND).to_be_bytes());
+            assert_eq!(kept.unwrap(), Some(body(round * PER_ROUND)));
+        }
         db.close();
     }
 
