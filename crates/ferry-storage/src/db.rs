@@ -311,9 +311,9 @@ fn cf_options(name: &str) -> Options {
         // all of level 1 and leveled compaction rewrote the whole backlog at every level-0
         // compaction (4.3 GB written per node for a 1,000,000-message backlog). Universal
         // compaction merges runs of similar size instead, and bodies kept in blob files are not
-        // rewritten with their keys: 0.65–0.8 GB (docs/benchmarks.md, twentieth pass). Blob garbage
-        // collection (RocksDB's default age cutoff, the oldest quarter of the blob files) moves
-        // the live bodies out of old files as compactions pass them, so a few long-kept
+        // rewritten with their keys: 0.65–0.8 GB (docs/benchmarks.md, twentieth pass). Blob
+        // garbage collection (RocksDB's default age cutoff, the oldest quarter of the blob files)
+        // moves the live bodies out of old files as compactions pass them, so a few long-kept
         // messages cannot pin files full of deleted ones.
         CF_SM => {
             options.set_write_buffer_size(STATE_WRITE_BUFFER);
