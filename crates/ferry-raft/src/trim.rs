@@ -53,6 +53,8 @@ impl MultiRaft {
             for handle in self.groups() {
                 handle.purge_to_snapshot().await;
             }
+            // Purges and deletes become blob garbage: the same tick looks after it.
+            self.db().balance_blob_collection();
         }
     }
 }

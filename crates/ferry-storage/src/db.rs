@@ -1,6 +1,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -78,6 +78,8 @@ pub struct NodeDb {
     state_flushes: Mutex<StateFlushes>,
     /// Held by the one caller running a state flush.
     state_flush_running: Mutex<()>,
+    /// Whether compactions of the state family collect blob garbage now.
+    collecting_blobs: AtomicBool,
 }
 
 #[derive(Default)]
@@ -132,6 +134,7 @@ impl NodeDb {
             recent_log_bytes: Arc::default(),
             state_flushes: Mutex::default(),
             state_flush_running: Mutex::new(()),
+            collecting_blobs: AtomicBool::new(false),
         }))
     }
 
@@ -227,6 +230,43 @@ impl NodeDb {
             .fold(0.0, f64::max)
     }
 
+    /// Turns the state family's blob garbage collection on once deleted bodies are half of its
+    /// blob files' bytes, and off again below a quarter. Collection moves the bodies still alive
+    /// out of the oldest quarter of the files as compactions pass them: always on, it moved half
+    /// the bodies of a growing backlog, freeing nothing; never on, a few long-kept messages would
+    /// keep files full of deleted ones on disk.
+    pub fn balance_blob_collection(&self) {
+        let state = self.cf(CF_SM);
+        let property = |name| {
+            self.db
+                .property_int_value_cf(state, name)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        let garbage = property("rocksdb.live-blob-file-garbage-size");
+        let total = property("rocksdb.live-blob-file-size");
+        metrics::gauge!("ferry_storage_blob_bytes").set(total as f64);
+        metrics::gauge!("ferry_storage_blob_garbage_bytes").set(garbage as f64);
+        let collecting = self.collecting_blobs.load(Ordering::Relaxed);
+        let wanted = if collecting {
+            garbage * 4 > total
+        } else {
+            garbage * 2 > total
+        };
+        if wanted == collecting {
+            return;
+        }
+        let value = if wanted { "true" } else { "false" };
+        match self
+            .db
+            .set_options_cf(state, &[("enable_blob_garbage_collection", value)])
+        {
+            Ok(()) => self.collecting_blobs.store(wanted, Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "could not switch blob garbage collection"),
+        }
+    }
+
     /// Stops the sync thread after it has served every queued waiter. Call before dropping the last
     /// handle at shutdown.
     pub fn close(&self) {
@@ -311,16 +351,13 @@ fn cf_options(name: &str) -> Options {
         // all of level 1 and leveled compaction rewrote the whole backlog at every level-0
         // compaction (4.3 GB written per node for a 1,000,000-message backlog). Universal
         // compaction merges runs of similar size instead, and bodies kept in blob files are not
-        // rewritten with their keys: 0.65–0.8 GB (docs/benchmarks.md, twentieth pass). Blob
-        // garbage collection (RocksDB's default age cutoff, the oldest quarter of the blob files)
-        // moves the live bodies out of old files as compactions pass them, so a few long-kept
-        // messages cannot pin files full of deleted ones.
+        // rewritten with their keys: 0.12 GB (docs/benchmarks.md, twentieth pass). Blob garbage
+        // collection is switched on and off by [`NodeDb::balance_blob_collection`].
         CF_SM => {
             options.set_write_buffer_size(STATE_WRITE_BUFFER);
             options.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
             options.set_enable_blob_files(true);
             options.set_min_blob_size(MIN_BLOB_SIZE);
-            options.set_enable_blob_gc(true);
         }
         _ => {}
     }
@@ -415,6 +452,7 @@ mod tests {
         let mut largest = 0;
         // Each round's flush writes one blob file of 200 bodies, of which all but the first are
         // deleted again: without garbage collection every file stays, pinned by its first body.
+        // The balance turns collection on for the compactions that follow.
         for round in 0..ROUNDS {
             let first = round * PER_ROUND;
             for key in first..first + PER_ROUND {
@@ -426,6 +464,7 @@ mod tests {
                 db.db().delete_cf(state, key.to_be_bytes()).unwrap();
             }
             db.flush_state().unwrap();
+            db.balance_blob_collection();
             db.db()
                 .compact_range_cf(state, None::<&[u8]>, None::<&[u8]>);
         }
@@ -436,6 +475,36 @@ mod tests {
             let kept = db.db().get_cf(state, (round * PER_ROUND).to_be_bytes());
             assert_eq!(kept.unwrap(), Some(body(round * PER_ROUND)));
         }
+        db.close();
+    }
+
+    #[test]
+    fn a_growing_backlog_is_not_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = NodeDb::open(dir.path()).unwrap();
+        let state = db.cf(CF_SM);
+        for round in 0u32..8 {
+            for key in round * 200..(round + 1) * 200 {
+                db.db()
+                    .put_cf(state, key.to_be_bytes(), [1u8; 1024])
+                    .unwrap();
+            }
+            db.flush_state().unwrap();
+            db.balance_blob_collection();
+            db.db()
+                .compact_range_cf(state, None::<&[u8]>, None::<&[u8]>);
+            assert!(!db.collecting_blobs.load(Ordering::Relaxed));
+        }
+        // Deleting three bodies in four of every file makes garbage worth collecting (a file
+        // with nothing alive goes without it).
+        for key in (0u32..1600).filter(|key| key % 4 != 0) {
+            db.db().delete_cf(state, key.to_be_bytes()).unwrap();
+        }
+        db.flush_state().unwrap();
+        db.db()
+            .compact_range_cf(state, None::<&[u8]>, None::<&[u8]>);
+        db.balance_blob_collection();
+        assert!(db.collecting_blobs.load(Ordering::Relaxed));
         db.close();
     }
 
