@@ -38,10 +38,10 @@ const HAND_OVER_RECENT_ACK: Duration = Duration::from_millis(2 * HEARTBEAT_MS);
 /// How long a node that hears from a majority stays ready without a catalog leader: a few
 /// elections' worth (each waits out the silence timeout and an election timeout).
 const ELECTION_GRACE: Duration = Duration::from_secs(10);
-/// Entries between snapshots, by default; behind a snapshot only a tail of a fifth as many entries is
-/// kept, so a replica further behind catches up from the snapshot. A snapshot copies the whole
-/// partition, so with a large backlog frequent ones cost more than the log they free: at 5,000 a
-/// 150,000-message drain spent 15% of a node's CPU writing snapshots and ran a third slower.
+/// Entries between the snapshots openraft takes of a group on its own, by default; behind a
+/// snapshot only a tail of a fifth as many entries is kept, so a replica further behind catches up
+/// from the snapshot. A snapshot is a flush of the state family, and busy groups are snapshotted
+/// sooner by the memtable pacing (`trim`): this count bounds the logs of groups that append little.
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 20_000;
 
 /// A running group on this node.
