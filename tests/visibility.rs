@@ -662,3 +662,114 @@ async fn visibility_changes_through_a_leader_crash_are_not_repeated() {
         "the surviving majority kept serving: {tally:?}"
     );
 }
+
+/// The in-flight limit the next test gives its nodes (SQS: about 120,000).
+const IN_FLIGHT_LIMIT: u64 = 5;
+/// A partition found at its limit is counted again a second later.
+const LIMIT_RECHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQS's in-flight limit: once a queue holds its limit of received messages that are neither
+/// deleted nor visible again, a short poll of a standard queue fails with OverLimit and a long poll
+/// waits and returns nothing; a FIFO queue returns nothing and no error. Deleting makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receives_past_the_in_flight_limit_are_refused_until_messages_are_deleted() {
+    let cluster = TestCluster::start(
+        3,
+        ClusterOptions {
+            default_partitions: 1,
+            in_flight_limit: Some(IN_FLIGHT_LIMIT),
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    let mut client = cluster.client(2);
+    let queue = "limited";
+    create(&mut client, queue, HashMap::new()).await;
+    for i in 0..12 {
+        send(&mut client, queue, &format!("m{i}"), None).await;
+    }
+    let receive = |max| {
+        let mut request = receive_request(queue, max, 0);
+        request.visibility_timeout = Some(HOLD_VISIBILITY);
+        request
+    };
+    // Below the limit a receive takes what it asks for, even past the limit.
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let messages = client
+            .receive_message(receive(3))
+            .await
+            .unwrap()
+            .into_inner()
+            .messages;
+        assert_eq!(messages.len(), 3, "a receive below the limit");
+        handles.extend(messages.into_iter().map(|m| m.receipt_handle));
+    }
+    assert_code(
+        client.receive_message(receive(3)).await,
+        "OverLimit",
+        "a short poll at the limit",
+    );
+    let mut waiting = receive(3);
+    waiting.wait_time_seconds = Some(1);
+    let waited = client.receive_message(waiting).await;
+    assert!(
+        waited
+            .as_ref()
+            .is_ok_and(|r| r.get_ref().messages.is_empty()),
+        "a long poll at the limit returns nothing and no error: {waited:?}"
+    );
+
+    // Two deletes leave 4 in flight, below the limit: receives take messages again.
+    for handle in &handles[..2] {
+        delete(&mut client, queue, handle).await.unwrap();
+    }
+    wait_until(
+        LIMIT_RECHECK_TIMEOUT,
+        "a receive after the deletes",
+        async || {
+            client
+                .receive_message(receive(1))
+                .await
+                .is_ok_and(|r| r.into_inner().messages.len() == 1)
+        },
+    )
+    .await;
+
+    // FIFO: at the limit, nothing and no error, while messages wait.
+    let fifo = "limited.fifo";
+    let attributes = HashMap::from([
+        ("FifoQueue".to_string(), "true".to_string()),
+        ("ContentBasedDeduplication".to_string(), "true".to_string()),
+    ]);
+    create(&mut client, fifo, attributes).await;
+    for i in 0..8 {
+        client
+            .send_message(SendMessageRequest {
+                queue_name: fifo.to_string(),
+                body: format!("f{i}"),
+                message_group_id: Some(format!("group-{i}")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut request = receive(3);
+    request.queue_name = fifo.to_string();
+    for _ in 0..2 {
+        let messages = client
+            .receive_message(request.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .messages;
+        assert_eq!(messages.len(), 3, "a FIFO receive below the limit");
+    }
+    let refused = client.receive_message(request).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_ok_and(|r| r.get_ref().messages.is_empty()),
+        "a FIFO receive at the limit returns nothing and no error: {refused:?}"
+    );
+}

@@ -62,6 +62,8 @@ pub struct ClusterOptions {
     pub replication_factor: u32,
     /// `--snapshot-entries`, if not the node's default.
     pub snapshot_entries: Option<u64>,
+    /// `--in-flight-limit`, if not the node's default.
+    pub in_flight_limit: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -70,6 +72,7 @@ impl Default for ClusterOptions {
             default_partitions: 4,
             replication_factor: 3,
             snapshot_entries: None,
+            in_flight_limit: None,
         }
     }
 }
@@ -257,6 +260,9 @@ impl TestCluster {
             .arg(options.replication_factor.to_string());
         if let Some(entries) = options.snapshot_entries {
             cmd.arg("--snapshot-entries").arg(entries.to_string());
+        }
+        if let Some(limit) = options.in_flight_limit {
+            cmd.arg("--in-flight-limit").arg(limit.to_string());
         }
         for peer in &peers {
             cmd.arg("--peer").arg(peer);

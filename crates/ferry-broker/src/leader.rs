@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_queue::{QueueCommand, QueueResult, ReceiveCommand, VisibilityChange};
 use ferry_raft::{Command, CommandBody, CommandResult, GroupHandle, GroupSignals, MultiRaft};
-use ferry_types::{FerryError, GroupId};
+use ferry_types::{ErrorCode, FerryError, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::in_flight::InFlightLimit;
 use crate::merge::{self, MergeKey, Part};
 use crate::request::{ExecError, GroupReply, GroupRequest};
 
@@ -54,13 +55,15 @@ type BatcherKey = (GroupId, MergeKey);
 pub(crate) struct LocalLeader {
     multi: Arc<MultiRaft>,
     batchers: Mutex<HashMap<BatcherKey, mpsc::Sender<Pending>>>,
+    in_flight: InFlightLimit,
 }
 
 impl LocalLeader {
-    pub fn new(multi: Arc<MultiRaft>) -> Arc<Self> {
+    pub fn new(multi: Arc<MultiRaft>, in_flight_limit: u64) -> Arc<Self> {
         Arc::new(Self {
             multi,
             batchers: Mutex::new(HashMap::new()),
+            in_flight: InFlightLimit::new(in_flight_limit),
         })
     }
 
@@ -134,6 +137,17 @@ impl LocalLeader {
             if command.attempt_id.is_none() && !self.shows_receivable(&handle, &command)? {
                 return Ok(QueueResult::Received(Vec::new()));
             }
+            if self.in_flight_full(&handle)? {
+                metrics::counter!("ferry_broker_in_flight_limit_refusals_total").increment(1);
+                // As in SQS: a FIFO queue at its limit returns nothing, a standard one an error.
+                return match command.fifo {
+                    true => Ok(QueueResult::Received(Vec::new())),
+                    false => Err(ExecError::Failed(FerryError::new(
+                        ErrorCode::OverLimit,
+                        "Too many messages in flight: the queue holds its limit of received messages not yet deleted or visible again.",
+                    ))),
+                };
+            }
             self.propose_queue(&handle, QueueCommand::Receive(command))
                 .await
         }
@@ -193,6 +207,14 @@ impl LocalLeader {
                 command.fifo,
                 command.max_receive_count,
             )
+            .map_err(|e| ExecError::Failed(FerryError::internal(e.to_string())))
+    }
+
+    /// Whether the partition holds its share of its queue's in-flight limit.
+    fn in_flight_full(&self, handle: &GroupHandle) -> Result<bool, ExecError> {
+        let state = self.multi.read_state(handle.group);
+        self.in_flight
+            .is_full(&self.multi, handle.group, &state, leader_now(handle))
             .map_err(|e| ExecError::Failed(FerryError::internal(e.to_string())))
     }
 

@@ -8,6 +8,7 @@
 mod api;
 pub mod attributes;
 mod fifo;
+mod in_flight;
 mod leader;
 mod merge;
 mod moves;
@@ -44,6 +45,7 @@ use attributes::{
     DELAY_SECONDS, MAXIMUM_MESSAGE_SIZE, MESSAGE_RETENTION_PERIOD, RECEIVE_WAIT_TIME,
     VISIBILITY_TIMEOUT,
 };
+pub use in_flight::DEFAULT_IN_FLIGHT_LIMIT;
 use leader::{next_wake, release_command, wall_clock_ms, LocalLeader};
 use request::{GroupReply, GroupRequest};
 use routing::Router;
@@ -63,6 +65,9 @@ const EXPIRE_PER_ROUND: u32 = 1_000;
 const HAND_OVER_MAX_LAG: u64 = 64;
 /// Dead-lettered messages a partition leader moves per housekeeping round.
 const DEAD_LETTERS_PER_ROUND: usize = 100;
+/// How long a long poll from a node without a replica waits before asking a partition at its
+/// in-flight limit again (its leader counts again after as long).
+const OVER_LIMIT_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -78,6 +83,8 @@ pub struct BrokerConfig {
     pub receipt_secret: Vec<u8>,
     /// How long a request may wait for a partition leader before it fails as unavailable.
     pub request_timeout: Duration,
+    /// Messages a queue may hold in flight (SQS: about 120,000), shared out over its partitions.
+    pub in_flight_limit: u64,
 }
 
 pub struct Broker {
@@ -90,7 +97,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(multi: Arc<MultiRaft>, config: BrokerConfig) -> Arc<Self> {
-        let leader = LocalLeader::new(multi.clone());
+        let leader = LocalLeader::new(multi.clone(), config.in_flight_limit);
         let router = Router::new(multi.clone(), leader);
         let receipts = ReceiptHandle::new(config.receipt_secret.clone());
         Arc::new(Self {
@@ -734,6 +741,7 @@ impl Broker {
         let mut received = Vec::new();
         let mut failures = 0;
         let mut last_error = None;
+        let mut over_limit = None;
         for partition in &order {
             let want = max - received.len() as u32;
             if want == 0 {
@@ -751,6 +759,7 @@ impl Broker {
             };
             match self.receive_from(partition, command).await {
                 Ok(messages) => received.extend(messages.into_iter().map(|m| (partition.group, m))),
+                Err(error) if error.code == ErrorCode::OverLimit => over_limit = Some(error),
                 Err(error) => {
                     failures += 1;
                     last_error = Some(error);
@@ -761,6 +770,10 @@ impl Broker {
             return Err(
                 last_error.unwrap_or_else(|| FerryError::unavailable("no partition answered"))
             );
+        }
+        // SQS: a short poll of a queue at its in-flight limit fails, a long poll waits.
+        if let Some(error) = over_limit.filter(|_| received.is_empty() && wait_seconds == 0) {
+            return Err(error);
         }
         // Nothing yet: long-poll every partition at once. The first to take messages stops the
         // others' waiting, but every poll runs to its end: one dropped after its partition handed
@@ -865,9 +878,18 @@ impl Broker {
                     _ = stop(&mut stopped) => return Ok(Vec::new()),
                 };
                 if ready {
-                    let taken = self.receive_from(partition, command.clone()).await?;
-                    if !taken.is_empty() {
-                        return Ok(taken);
+                    match self.receive_from(partition, command.clone()).await {
+                        Ok(taken) if !taken.is_empty() => return Ok(taken),
+                        Ok(_) => {}
+                        // The leader shows messages it may not hand out yet: ask again later.
+                        Err(error) if error.code == ErrorCode::OverLimit => {
+                            let pause = Instant::now() + OVER_LIMIT_PAUSE;
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(pause.min(deadline)) => {}
+                                _ = stop(&mut stopped) => return Ok(Vec::new()),
+                            }
+                        }
+                        Err(error) => return Err(error),
                     }
                 }
                 if Instant::now() >= deadline {
@@ -899,7 +921,11 @@ impl Broker {
                 if !matches!(turn, Some(Err(_))) {
                     let taken = self.receive_from(partition, command.clone()).await;
                     drop(turn);
-                    let taken = taken?;
+                    // At its in-flight limit: look again at the next apply (a delete, say).
+                    let taken = match taken {
+                        Err(error) if error.code == ErrorCode::OverLimit => Vec::new(),
+                        taken => taken?,
+                    };
                     if !taken.is_empty() {
                         replica.signals.applied.notify_waiters();
                         return Ok(taken);

@@ -24,6 +24,8 @@
 //!                                    head key is here or under 0x04, never both)
 //! [0x0D] group                    -> until:u64be (where each blocked group is under 0x0C)
 //! [0x0E]                          -> until:u64be (no blocked group is due earlier)
+//! [0x0F]                          -> count:u64be (indexed messages received at least once: in
+//!                                    flight, or visible again after their timeout)
 //! ```
 //! The visibility index sorts by time first, so "what can be received now" is one range scan from
 //! the start of the index up to `now`. A receipt handle carries the visible time its receive gave
@@ -44,6 +46,7 @@ pub const RETENTION_CURSOR: &[u8] = &[0x0B];
 pub const BLOCKED_GROUPS: u8 = 0x0C;
 pub const BLOCKED_UNTIL: u8 = 0x0D;
 pub const BLOCKED_FLOOR: &[u8] = &[0x0E];
+pub const RECEIVED_COUNT: &[u8] = &[0x0F];
 
 pub fn message(seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);

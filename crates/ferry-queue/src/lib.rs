@@ -14,8 +14,8 @@ mod model;
 mod record;
 
 pub use machine::{
-    apply, approximate_counts, dead_letters, has_receivable_message, next_visibility_change,
-    oldest_sent_at,
+    apply, approximate_counts, dead_letters, has_receivable_message, in_flight_reaches,
+    next_visibility_change, oldest_sent_at,
 };
 pub use memo::ReceivableMemo;
 pub use model::*;

@@ -82,6 +82,8 @@ struct Tx<'a, S: StateStore> {
     blocked: HashMap<String, Option<u64>>,
     /// The visible times of the index entries this command wrote.
     indexed: Option<Indexed>,
+    /// How this command changed the count of indexed messages received at least once.
+    received_change: i64,
 }
 
 impl<'a, S: StateStore> Tx<'a, S> {
@@ -94,6 +96,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
             heads: HashMap::new(),
             blocked: HashMap::new(),
             indexed: None,
+            received_change: 0,
         })
     }
 
@@ -189,6 +192,9 @@ impl<'a, S: StateStore> Tx<'a, S> {
             .delete(keys::visibility(entry.visible_at_ms, seq));
         if entry.state.forwarded {
             self.store.delete(keys::forward(seq));
+        }
+        if entry.state.receive_count > 0 {
+            self.received_change -= 1;
         }
         self.meta.message_count = self.meta.message_count.saturating_sub(1);
         Ok(())
@@ -396,6 +402,11 @@ impl<'a, S: StateStore> Tx<'a, S> {
             self.group_head(&group)?;
         }
         self.advance_message_floor()?;
+        if self.received_change != 0 {
+            let count = received_count(self.store)?.saturating_add_signed(self.received_change);
+            self.store
+                .put(keys::RECEIVED_COUNT.to_vec(), count.to_be_bytes().to_vec());
+        }
         self.store.put(keys::META.to_vec(), encode(&self.meta)?);
         Ok(self.indexed)
     }
@@ -426,6 +437,8 @@ pub fn apply<S: StateStore>(
                 tx.store.delete_range(vec![start], vec![end]);
             }
             tx.meta.message_count = 0;
+            tx.received_change = 0;
+            tx.store.delete(keys::RECEIVED_COUNT.to_vec());
             tx.meta.message_floor = tx.meta.next_seq;
             tx.meta.visibility_floor = ctx.now_ms;
             QueueResult::Purged { removed }
@@ -569,6 +582,9 @@ fn receive_messages<S: StateStore>(
     for (seq, mut entry) in selection.deliver {
         let old_at = entry.visible_at_ms;
         let state = &mut entry.state;
+        if state.receive_count == 0 {
+            tx.received_change += 1;
+        }
         state.receive_count += 1;
         state.first_receive_at_ms.get_or_insert(ctx.now_ms);
         state.last_receive_at_ms = Some(ctx.now_ms);
@@ -1128,24 +1144,57 @@ pub fn approximate_counts<S: StateStore + ?Sized>(
 ) -> Result<ApproximateCounts, StoreError> {
     let total = read_meta(store)?.message_count;
     let mut counts = ApproximateCounts::default();
+    visit_ahead(store, now_ms, &mut |state| {
+        match state.receive_count {
+            0 => counts.delayed += 1,
+            _ => counts.in_flight += 1,
+        }
+        true
+    })?;
+    counts.visible = total.saturating_sub(counts.in_flight + counts.delayed);
+    Ok(counts)
+}
+
+/// Whether at least `limit` messages are in flight at `now_ms` (received, and neither deleted nor
+/// visible again). A message in flight was received at least once and is still indexed, so while
+/// fewer than `limit` are counted as such this costs one read; beyond, a scan of the index ahead
+/// of `now_ms`, stopped at the `limit`th message in flight.
+pub fn in_flight_reaches<S: StateStore + ?Sized>(
+    store: &S,
+    now_ms: u64,
+    limit: u64,
+) -> Result<bool, StoreError> {
+    if received_count(store)? < limit {
+        return Ok(false);
+    }
+    let mut in_flight = 0;
+    visit_ahead(store, now_ms, &mut |state| {
+        in_flight += u64::from(state.receive_count > 0);
+        in_flight < limit
+    })?;
+    Ok(in_flight >= limit)
+}
+
+/// Visits the states of the index entries after `now_ms` (in flight or delayed), in order, while
+/// `visit` returns true.
+fn visit_ahead<S: StateStore + ?Sized>(
+    store: &S,
+    now_ms: u64,
+    visit: &mut dyn FnMut(&MessageState) -> bool,
+) -> Result<(), StoreError> {
     let mut failure = None;
     store.scan(
         &keys::visibility_after(now_ms),
         &keys::visibility_end(),
-        &mut |_, state| {
-            match decode::<MessageState>(state) {
-                Ok(state) if state.receive_count > 0 => counts.in_flight += 1,
-                Ok(_) => counts.delayed += 1,
-                Err(error) => failure = Some(error),
+        &mut |_, state| match decode::<MessageState>(state) {
+            Ok(state) => visit(&state),
+            Err(error) => {
+                failure = Some(error);
+                false
             }
-            failure.is_none()
         },
     )?;
-    if let Some(error) = failure {
-        return Err(error);
-    }
-    counts.visible = total.saturating_sub(counts.in_flight + counts.delayed);
-    Ok(counts)
+    failure.map_or(Ok(()), Err)
 }
 
 /// When the oldest stored message was sent: retention expiry proposes work only when it is due.
@@ -1211,6 +1260,11 @@ fn load_entry<S: StateStore + ?Sized>(
         visible_at_ms,
         state,
     }))
+}
+
+/// Indexed messages received at least once (absent in data written before it was counted).
+fn received_count<S: StateStore + ?Sized>(store: &S) -> Result<u64, StoreError> {
+    Ok(load_at(store, keys::RECEIVED_COUNT)?.unwrap_or(0))
 }
 
 /// A visible time stored as a value (group lists, forwards).

@@ -291,7 +291,11 @@ proptest! {
                 (op, result) => prop_assert!(false, "{op:?} gave {result:?}"),
             }
 
-            prop_assert_eq!(approximate_counts(&store, now).unwrap(), model.counts(now));
+            let counts = model.counts(now);
+            prop_assert_eq!(approximate_counts(&store, now).unwrap(), counts);
+            for limit in 1..=counts.in_flight + 1 {
+                prop_assert_eq!(in_flight_reaches(&store, now, limit).unwrap(), counts.in_flight >= limit);
+            }
             check_receivable(&memo, &store, &model, now)?;
         }
     }

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Raft log entries of a group between snapshots.
     #[arg(long, env = "FERRY_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
+    /// Messages a queue may hold in flight (received, not yet deleted or visible again) before
+    /// receives fail with OverLimit (SQS: about 120,000).
+    #[arg(long, env = "FERRY_IN_FLIGHT_LIMIT")]
+    pub in_flight_limit: Option<u64>,
     /// The secret every member shares; only callers that know it reach the internal service.
     /// Prefer the variable or the file: a flag shows in the process list.
     #[arg(long, env = "FERRY_CLUSTER_SECRET", hide_env_values = true)]
@@ -76,6 +80,8 @@ pub struct FileConfig {
     pub receipt_secret: Option<String>,
     pub cluster_secret: Option<String>,
     pub request_timeout_ms: Option<u64>,
+    /// Messages a queue may hold in flight (SQS: about 120,000).
+    pub in_flight_limit: Option<u64>,
     pub snapshot_entries: Option<u64>,
     /// Base of the queue URLs the SQS endpoint returns (`<base>/<account>/<queue>`); unset: the
     /// request's Host header.
@@ -192,6 +198,13 @@ impl ServeArgs {
         if snapshot_entries < 10 {
             bail!("snapshot_entries must be at least 10");
         }
+        let in_flight_limit = self
+            .in_flight_limit
+            .or(file.in_flight_limit)
+            .unwrap_or(ferry_broker::DEFAULT_IN_FLIGHT_LIMIT);
+        if in_flight_limit == 0 {
+            bail!("in_flight_limit must be at least 1");
+        }
         let cluster_key = match self.cluster_secret.clone().or(file.cluster_secret) {
             Some(secret) if secret.is_empty() => bail!("cluster_secret must not be empty"),
             Some(secret) => ClusterKey::from_secret(secret.as_bytes()),
@@ -254,6 +267,7 @@ impl ServeArgs {
                     file.request_timeout_ms
                         .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
                 ),
+                in_flight_limit,
             },
         })
     }
@@ -382,6 +396,10 @@ mod tests {
         assert_eq!(file.replication_factor, Some(DEFAULT_REPLICATION_FACTOR));
         assert_eq!(file.request_timeout_ms, Some(DEFAULT_REQUEST_TIMEOUT_MS));
         assert_eq!(file.snapshot_entries, Some(DEFAULT_SNAPSHOT_ENTRIES));
+        assert_eq!(
+            file.in_flight_limit,
+            Some(ferry_broker::DEFAULT_IN_FLIGHT_LIMIT)
+        );
         assert_eq!(file.sqs_auth.as_deref(), Some(DEFAULT_SQS_AUTH));
     }
 

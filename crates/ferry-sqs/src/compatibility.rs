@@ -68,7 +68,7 @@ fn action_status(action: Action) -> (Status, &'static str) {
         Action::PurgeQueue => (Supported, "One purge per queue per 60 seconds."),
         Action::ReceiveMessage => (
             Supported,
-            "Long polling up to 20 s; both AttributeNames and MessageSystemAttributeNames; `All`, `.*` and `prefix.*` filters; ReceiveRequestAttemptId on FIFO queues. No in-flight limit: SQS answers OverLimit on a standard queue with about 120,000 messages in flight (a FIFO queue answers nothing); Ferry keeps delivering.",
+            "Long polling up to 20 s; both AttributeNames and MessageSystemAttributeNames; `All`, `.*` and `prefix.*` filters; ReceiveRequestAttemptId on FIFO queues. In-flight limit as in SQS: at 120,000 messages in flight (`in_flight_limit`, shared out over the queue's partitions) a short poll of a standard queue fails with OverLimit, a long poll waits and returns nothing, a FIFO queue returns nothing; a receive below the limit may take up to its batch past it.",
         ),
         Action::RemovePermission => (Supported, ""),
         Action::SendMessage => (
