@@ -41,6 +41,7 @@ async fn sqs_endpoint_speaks_both_wire_protocols() {
     query_errors(addr).await;
     every_other_action_over_query(addr).await;
     fifo_parameters_reach_the_queue(addr).await;
+    batch_and_queue_type_errors(addr).await;
     oversized_requests_and_reflected_hosts(addr).await;
     a_node_that_is_not_the_catalog_leader_serves_everything(&cluster).await;
 }
@@ -683,6 +684,98 @@ async fn fifo_parameters_reach_the_queue(addr: SocketAddr) {
         changed.header("x-amzn-query-error"),
         Some("InvalidAttributeValue;Sender"),
         "{changed:?}"
+    );
+}
+
+/// What SQS refuses for a whole batch or a whole CreateQueue rather than per entry or attribute,
+/// as LocalStack recorded against AWS.
+async fn batch_and_queue_type_errors(addr: SocketAddr) {
+    let refused = |response: &HttpResponse, message: &str| {
+        assert_eq!(response.status, 400, "{response:?}");
+        assert_eq!(
+            response.header("x-amzn-query-error"),
+            Some("InvalidParameterValue;Sender"),
+            "{response:?}"
+        );
+        assert_eq!(response.json()["message"], message, "{response:?}");
+    };
+    // Why: a FIFO entry without a group or deduplication id fails the request and stores nothing.
+    let created = json_call(
+        addr,
+        "CreateQueue",
+        json!({"QueueName": "wire-batch.fifo", "Attributes": {"FifoQueue": "true"}}),
+    )
+    .await;
+    let queue_url = created.json()["QueueUrl"].as_str().unwrap().to_owned();
+    let batch = |second: Value| {
+        let first = json!({"Id": "a", "MessageBody": "x", "MessageGroupId": "g", "MessageDeduplicationId": "a"});
+        json!({"QueueUrl": queue_url, "Entries": [first, second]})
+    };
+    let no_group = batch(json!({"Id": "b", "MessageBody": "y", "MessageDeduplicationId": "b"}));
+    refused(
+        &json_call(addr, "SendMessageBatch", no_group).await,
+        "The request must contain the parameter MessageGroupId.",
+    );
+    let no_dedup = batch(json!({"Id": "b", "MessageBody": "y", "MessageGroupId": "g"}));
+    refused(
+        &json_call(addr, "SendMessageBatch", no_dedup).await,
+        "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
+    );
+    let counted = json_call(
+        addr,
+        "GetQueueAttributes",
+        json!({"QueueUrl": queue_url, "AttributeNames": ["ApproximateNumberOfMessages"]}),
+    )
+    .await;
+    assert_eq!(
+        counted.json()["Attributes"]["ApproximateNumberOfMessages"],
+        "0",
+        "{counted:?}"
+    );
+
+    // Why: a batch entry over the size limit fails alone, worded differently from a single send.
+    let created = json_call(
+        addr,
+        "CreateQueue",
+        json!({"QueueName": "wire-small", "Attributes": {"MaximumMessageSize": "1024"}}),
+    )
+    .await;
+    let small_url = created.json()["QueueUrl"].as_str().unwrap().to_owned();
+    let oversized = json_call(
+        addr,
+        "SendMessageBatch",
+        json!({"QueueUrl": small_url, "Entries": [
+            {"Id": "big", "MessageBody": "x".repeat(1025)},
+            {"Id": "fits", "MessageBody": "x"},
+        ]}),
+    )
+    .await
+    .json();
+    assert_eq!(oversized["Successful"][0]["Id"], "fits", "{oversized}");
+    assert_eq!(oversized["Failed"][0]["Code"], "InvalidParameterValue");
+    assert_eq!(
+        oversized["Failed"][0]["Message"],
+        "One or more parameters cannot be validated. Reason: Message must be shorter than 1024 bytes."
+    );
+
+    // Why: a queue's name and FifoQueue must agree, either way.
+    refused(
+        &json_call(
+            addr,
+            "CreateQueue",
+            json!({"QueueName": "wire-mismatch.fifo"}),
+        )
+        .await,
+        "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length",
+    );
+    refused(
+        &json_call(
+            addr,
+            "CreateQueue",
+            json!({"QueueName": "wire-mismatch", "Attributes": {"FifoQueue": "true"}}),
+        )
+        .await,
+        "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length.",
     );
 }
 

@@ -150,6 +150,19 @@ fn unknown(name: &str) -> FerryError {
     )
 }
 
+/// A new queue's FifoQueue attribute must match its name (`.fifo` or not), checked before any other
+/// attribute: SQS answers InvalidParameterValue either way (recorded against AWS by LocalStack).
+fn check_queue_type(attributes: &BTreeMap<String, String>, fifo: bool) -> Result<(), FerryError> {
+    let asks_fifo = attributes
+        .get(FIFO_QUEUE)
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"));
+    match (asks_fifo, fifo) {
+        (true, false) => Err(FerryError::invalid("The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length.")),
+        (false, true) => Err(FerryError::invalid("Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length")),
+        _ => Ok(()),
+    }
+}
+
 /// Checks attributes given to CreateQueue (`creating`) or SetQueueAttributes, for a queue of the
 /// given type. Returns them normalised as they will be stored.
 pub fn validate(
@@ -157,6 +170,9 @@ pub fn validate(
     fifo: bool,
     creating: bool,
 ) -> Result<BTreeMap<String, String>, FerryError> {
+    if creating {
+        check_queue_type(attributes, fifo)?;
+    }
     let mut normalised = BTreeMap::new();
     for (name, value) in attributes {
         let Some((_, rule)) = SETTABLE.iter().find(|(known, _)| known == name) else {
@@ -212,15 +228,9 @@ pub fn validate(
         };
         normalised.insert(name.clone(), value);
     }
-    if creating {
-        let named_fifo = normalised.get(FIFO_QUEUE).map(String::as_str) == Some("true");
-        if named_fifo != fifo {
-            return Err(invalid_value(FIFO_QUEUE, "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length."));
-        }
-        // Standard queues do not store FifoQueue=false: SQS treats it as absent.
-        if !fifo {
-            normalised.remove(FIFO_QUEUE);
-        }
+    // Standard queues do not store FifoQueue=false: SQS treats it as absent.
+    if creating && !fifo {
+        normalised.remove(FIFO_QUEUE);
     }
     if normalised.get("FifoThroughputLimit").map(String::as_str) == Some("perMessageGroupId")
         && normalised.get("DeduplicationScope").map(String::as_str) == Some("queue")
@@ -362,8 +372,18 @@ mod tests {
 
     #[test]
     fn fifo_attributes_follow_the_queue_type() {
+        // The name and FifoQueue disagree, either way.
         let err = validate(&attrs(&[("FifoQueue", "true")]), false, true).unwrap_err();
-        assert_eq!(err.code, ErrorCode::InvalidAttributeValue);
+        assert_eq!(err.code, ErrorCode::InvalidParameterValue);
+        let err = validate(&attrs(&[]), true, true).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidParameterValue);
+        let err = validate(
+            &attrs(&[("ContentBasedDeduplication", "true"), ("FifoQueue", "true")]),
+            false,
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidParameterValue);
         assert!(validate(
             &attrs(&[("FifoQueue", "true"), ("ContentBasedDeduplication", "true")]),
             true,

@@ -29,6 +29,27 @@ pub fn is_high_throughput(attributes: &std::collections::BTreeMap<String, String
         && attributes.get("FifoThroughputLimit").map(String::as_str) == Some("perMessageGroupId")
 }
 
+const MISSING_GROUP: &str = "The request must contain the parameter MessageGroupId.";
+const MISSING_DEDUPLICATION: &str = "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly";
+
+/// Checks what SQS refuses for a whole FIFO batch rather than for the entry (recorded against AWS by
+/// LocalStack): an entry without a group id, or without a deduplication id the queue cannot derive.
+/// Both fail the request with InvalidParameterValue (a single send without a group id fails with
+/// MissingParameter instead).
+pub fn check_batch_entry(queue: &QueueRecord, input: &SendInput) -> Result<(), FerryError> {
+    if input.message_group_id.is_none() {
+        return Err(FerryError::invalid(MISSING_GROUP));
+    }
+    if input.message_deduplication_id.is_none() && !content_based(queue) {
+        return Err(FerryError::invalid(MISSING_DEDUPLICATION));
+    }
+    Ok(())
+}
+
+fn content_based(queue: &QueueRecord) -> bool {
+    flag(queue, "ContentBasedDeduplication").as_deref() == Some("true")
+}
+
 /// Checks a send against the queue type and works out its group and deduplication key.
 pub fn resolve(queue: &QueueRecord, input: &SendInput) -> Result<FifoFields, FerryError> {
     if !queue.fifo {
@@ -45,26 +66,18 @@ pub fn resolve(queue: &QueueRecord, input: &SendInput) -> Result<FifoFields, Fer
     if let Some(delay) = input.delay_seconds.filter(|delay| *delay != 0) {
         return Err(not_for_queue_type("DelaySeconds", Some(&delay.to_string())));
     }
-    let group = input.message_group_id.clone().ok_or_else(|| {
-        FerryError::new(
-            ErrorCode::MissingParameter,
-            "The request must contain the parameter MessageGroupId.",
-        )
-    })?;
+    let group = input
+        .message_group_id
+        .clone()
+        .ok_or_else(|| FerryError::new(ErrorCode::MissingParameter, MISSING_GROUP))?;
     check_id("MessageGroupId", &group)?;
     let deduplication_id = match &input.message_deduplication_id {
         Some(id) => {
             check_id("MessageDeduplicationId", id)?;
             id.clone()
         }
-        None if flag(queue, "ContentBasedDeduplication").as_deref() == Some("true") => {
-            hex::encode(Sha256::digest(input.body.as_bytes()))
-        }
-        None => {
-            return Err(FerryError::invalid(
-                "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
-            ))
-        }
+        None if content_based(queue) => hex::encode(Sha256::digest(input.body.as_bytes())),
+        None => return Err(FerryError::invalid(MISSING_DEDUPLICATION)),
     };
     // A queue created for high throughput keeps its groups in several partitions, each of which
     // deduplicates only what it holds, so it keeps group scope even if DeduplicationScope is set to

@@ -50,8 +50,8 @@ use leader::{next_wake, release_command, wall_clock_ms, LocalLeader};
 use request::{GroupReply, GroupRequest};
 use routing::Router;
 use validate::{
-    check_batch_ids, check_range, MAX_BATCH_ENTRIES, MAX_DELAY_SECONDS, MAX_VISIBILITY_TIMEOUT,
-    MAX_WAIT_SECONDS,
+    check_batch_ids, check_range, Sending, MAX_BATCH_ENTRIES, MAX_DELAY_SECONDS,
+    MAX_VISIBILITY_TIMEOUT, MAX_WAIT_SECONDS,
 };
 
 /// Most partitions a queue may have.
@@ -534,7 +534,7 @@ impl Broker {
         input: SendInput,
     ) -> Result<SendOutput, FerryError> {
         let queue = self.queue(queue).await?;
-        let prepared = self.prepare_send(&queue, input)?;
+        let prepared = self.prepare_send(&queue, input, Sending::Alone)?;
         let mut outputs = self.send_prepared(&queue, vec![prepared]).await?;
         outputs
             .pop()
@@ -560,11 +560,16 @@ impl Broker {
             ));
         }
         let queue = self.queue(queue).await?;
+        if queue.fifo {
+            for (_, input) in &entries {
+                fifo::check_batch_entry(&queue, input)?;
+            }
+        }
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut valid = Vec::with_capacity(entries.len());
         let mut positions = Vec::with_capacity(entries.len());
         for (id, input) in entries {
-            match self.prepare_send(&queue, input) {
+            match self.prepare_send(&queue, input, Sending::InBatch) {
                 Ok(prepared) => {
                     positions.push(outcomes.len());
                     valid.push(prepared);
@@ -586,9 +591,10 @@ impl Broker {
         &self,
         queue: &QueueRecord,
         input: SendInput,
+        sending: Sending,
     ) -> Result<(NewMessage, SendOutput), FerryError> {
         let max_bytes = attributes::number(queue, MAXIMUM_MESSAGE_SIZE) as usize;
-        validate::check_message(&input.body, &input.attributes, max_bytes)?;
+        validate::check_message(&input.body, &input.attributes, max_bytes, sending)?;
         let fifo = fifo::resolve(queue, &input)?;
         // A FIFO message takes the queue's delay (`resolve` let only an explicit 0 through).
         let delay_seconds = match input.delay_seconds.filter(|_| !queue.fifo) {

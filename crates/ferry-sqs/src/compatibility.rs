@@ -45,7 +45,7 @@ fn action_status(action: Action) -> (Status, &'static str) {
         Action::ChangeMessageVisibilityBatch => (Supported, ""),
         Action::CreateQueue => (
             Supported,
-            "Standard and FIFO queues (high-throughput FIFO included); on an existing queue it returns the queue unless an attribute the call names differs from the queue's value (defaults counted).",
+            "Standard and FIFO queues (high-throughput FIFO included); on an existing queue it returns the queue unless an attribute the call names differs from the queue's value (defaults counted). A name and FifoQueue that disagree (`.fifo` or not) fail with InvalidParameterValue, as in SQS.",
         ),
         Action::DeleteMessage => (
             Supported,
@@ -75,7 +75,10 @@ fn action_status(action: Action) -> (Status, &'static str) {
             Supported,
             "On a standard queue MessageGroupId is accepted (fair queues) but schedules nothing and is not returned.",
         ),
-        Action::SendMessageBatch => (Supported, "Per-entry failures in `Failed` with HTTP 200."),
+        Action::SendMessageBatch => (
+            Supported,
+            "Per-entry failures in `Failed` with HTTP 200; as in SQS, a FIFO entry without MessageGroupId, or without MessageDeduplicationId on a queue without content-based deduplication, fails the whole request with InvalidParameterValue.",
+        ),
         Action::SetQueueAttributes => (
             Supported,
             "FifoQueue cannot be changed (repeating a FIFO queue's `true` is accepted).",
