@@ -147,14 +147,16 @@ impl Router {
         }
     }
 
-    /// Whether this node's replica of `group` shows nothing `command` could take now (false if the
-    /// node hosts no replica, or for a retried receive attempt, which takes messages in flight). A
-    /// follower's replica trails its leader by about one append, so a short poll that trusts it may
-    /// miss a message sent a moment ago, as SQS's sampling short polls may.
+    /// Whether this node's follower replica of `group` shows nothing `command` could take now (false
+    /// if the node hosts no replica or leads the group — its leader checks the same state before
+    /// it proposes, so a second look here is waste —, or for a retried receive attempt, which takes
+    /// messages in flight). A follower's replica trails its leader by about one append, so a short
+    /// poll that trusts it may miss a message sent a moment ago, as SQS's sampling short polls may.
     pub fn replica_shows_nothing(&self, group: GroupId, command: &ReceiveCommand) -> bool {
         let Some(replica) = self
             .multi
             .group(group)
+            .filter(|replica| replica.current_leader() != Some(self.multi.node_id()))
             .filter(|_| command.attempt_id.is_none())
         else {
             return false;

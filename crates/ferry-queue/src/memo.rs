@@ -31,6 +31,7 @@ struct Known {
     version: u64,
     ahead: Option<Ahead>,
     empty: Option<Empty>,
+    receivable: Option<Receivable>,
     /// The index scan whose result will be kept, with what the commands applied since it started
     /// indexed: under load an apply lands during nearly every scan, and a result dropped for that
     /// would have every caller scan again.
@@ -53,6 +54,14 @@ struct Ahead {
 struct Empty {
     version: u64,
     until: u64,
+}
+
+/// At `version` something was receivable at `at`, and so at every later time until the next
+/// command: what is due stays due, and only a command takes it.
+#[derive(Debug, Clone, Copy)]
+struct Receivable {
+    version: u64,
+    at: u64,
 }
 
 #[derive(Debug)]
@@ -179,7 +188,8 @@ impl ReceivableMemo {
     /// [`has_receivable_message`]. Its answer does not depend on `max_receive_count` (a message
     /// past the limit is dead-lettered by the receive that finds it), and `fifo` is the queue's, so
     /// one answer serves every caller. Nothing receivable at one time means nothing at any earlier
-    /// time, and at later times until the next message comes due.
+    /// time, and at later times until the next message comes due; something receivable means
+    /// something at every later time until the next command.
     pub fn has_receivable<S: StateStore + ?Sized>(
         &self,
         store: &S,
@@ -195,9 +205,22 @@ impl ReceivableMemo {
             if empty_now {
                 return Ok(false);
             }
+            let receivable_now = known.receivable.is_some_and(|receivable| {
+                receivable.version == known.version && now_ms >= receivable.at
+            });
+            if receivable_now {
+                return Ok(true);
+            }
             known.version
         };
         if has_receivable_message(store, now_ms, fifo, max_receive_count)? {
+            let mut known = self.lock();
+            if known.version == version {
+                known.receivable = Some(Receivable {
+                    version,
+                    at: now_ms,
+                });
+            }
             return Ok(true);
         }
         let until = self.next_due(store, now_ms)?.unwrap_or(u64::MAX);

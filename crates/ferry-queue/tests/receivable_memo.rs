@@ -128,3 +128,19 @@ fn sends_that_are_receivable_at_once_need_no_new_scan() {
         );
     }
 }
+
+#[test]
+fn something_receivable_stays_so_until_the_next_command() {
+    let (mut store, memo) = (MemStore::default(), ReceivableMemo::default());
+    send(&mut store, &memo, NOW, vec![message("now", 0)]);
+    assert!(memo.has_receivable(&store, NOW, false, None).unwrap());
+    // Not read again, later or by other callers: an empty store would answer false.
+    let empty = MemStore::default();
+    assert!(memo
+        .has_receivable(&empty, NOW + 1_000, false, None)
+        .unwrap());
+    // Before the time it was seen at, and after the next command, the state is read again.
+    assert!(!memo.has_receivable(&empty, NOW - 1, false, None).unwrap());
+    send(&mut store, &memo, NOW + 2, vec![message("later", 10)]);
+    assert!(!memo.has_receivable(&empty, NOW + 2, false, None).unwrap());
+}
