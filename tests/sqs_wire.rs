@@ -618,14 +618,11 @@ async fn every_other_action_over_query(addr: SocketAddr) {
 
 /// FIFO parameters the wire carries: MessageGroupId, deduplication and ReceiveRequestAttemptId.
 async fn fifo_parameters_reach_the_queue(addr: SocketAddr) {
-    let created = json_call(
+    let queue_url = create_json(
         addr,
-        "CreateQueue",
         json!({"QueueName": "wire.fifo", "Attributes": {"FifoQueue": "true"}}),
     )
     .await;
-    assert_eq!(created.status, 200, "{created:?}");
-    let queue_url = created.json()["QueueUrl"].as_str().unwrap().to_owned();
 
     // Why: a repeated deduplication id answers with the first message, with a SequenceNumber.
     let send = json!({"QueueUrl": queue_url, "MessageBody": "ordered", "MessageGroupId": "g1", "MessageDeduplicationId": "d1"});
@@ -700,13 +697,11 @@ async fn batch_and_queue_type_errors(addr: SocketAddr) {
         assert_eq!(response.json()["message"], message, "{response:?}");
     };
     // Why: a FIFO entry without a group or deduplication id fails the request and stores nothing.
-    let created = json_call(
+    let queue_url = create_json(
         addr,
-        "CreateQueue",
         json!({"QueueName": "wire-batch.fifo", "Attributes": {"FifoQueue": "true"}}),
     )
     .await;
-    let queue_url = created.json()["QueueUrl"].as_str().unwrap().to_owned();
     let batch = |second: Value| {
         let first = json!({"Id": "a", "MessageBody": "x", "MessageGroupId": "g", "MessageDeduplicationId": "a"});
         json!({"QueueUrl": queue_url, "Entries": [first, second]})
@@ -734,13 +729,11 @@ async fn batch_and_queue_type_errors(addr: SocketAddr) {
     );
 
     // Why: a batch entry over the size limit fails alone, worded differently from a single send.
-    let created = json_call(
+    let small_url = create_json(
         addr,
-        "CreateQueue",
         json!({"QueueName": "wire-small", "Attributes": {"MaximumMessageSize": "1024"}}),
     )
     .await;
-    let small_url = created.json()["QueueUrl"].as_str().unwrap().to_owned();
     let oversized = json_call(
         addr,
         "SendMessageBatch",
@@ -821,9 +814,7 @@ async fn a_node_that_is_not_the_catalog_leader_serves_everything(cluster: &TestC
     let addr = cluster.sqs_addr(follower);
 
     // Why: a catalog write, a data write and a data read, all through a follower.
-    let created = json_call(addr, "CreateQueue", json!({"QueueName": "wire-follower"})).await;
-    assert_eq!(created.status, 200, "{created:?}");
-    let queue_url = created.json()["QueueUrl"].as_str().unwrap().to_owned();
+    let queue_url = create_json(addr, json!({"QueueName": "wire-follower"})).await;
     let sent = json_call(
         addr,
         "SendMessage",
@@ -887,6 +878,13 @@ fn json_headers(action: &str) -> Vec<(&'static str, String)> {
             ),
         ),
     ]
+}
+
+/// Creates a queue over JSON and returns its URL.
+async fn create_json(addr: SocketAddr, request: Value) -> String {
+    let created = json_call(addr, "CreateQueue", request).await;
+    assert_eq!(created.status, 200, "{created:?}");
+    created.json()["QueueUrl"].as_str().unwrap().to_owned()
 }
 
 async fn json_call(addr: SocketAddr, action: &str, body: Value) -> HttpResponse {

@@ -663,6 +663,15 @@ async fn visibility_changes_through_a_leader_crash_are_not_repeated() {
     );
 }
 
+/// Whether a receive succeeded with no message.
+fn answered_nothing(
+    result: &Result<tonic::Response<ferry_proto::v1::ReceiveMessageResponse>, tonic::Status>,
+) -> bool {
+    result
+        .as_ref()
+        .is_ok_and(|response| response.get_ref().messages.is_empty())
+}
+
 /// The in-flight limit the next test gives its nodes (SQS: about 120,000).
 const IN_FLIGHT_LIMIT: u64 = 5;
 /// A partition found at its limit is counted again a second later.
@@ -714,9 +723,7 @@ async fn receives_past_the_in_flight_limit_are_refused_until_messages_are_delete
     waiting.wait_time_seconds = Some(1);
     let waited = client.receive_message(waiting).await;
     assert!(
-        waited
-            .as_ref()
-            .is_ok_and(|r| r.get_ref().messages.is_empty()),
+        answered_nothing(&waited),
         "a long poll at the limit returns nothing and no error: {waited:?}"
     );
 
@@ -767,9 +774,7 @@ async fn receives_past_the_in_flight_limit_are_refused_until_messages_are_delete
     }
     let refused = client.receive_message(request).await;
     assert!(
-        refused
-            .as_ref()
-            .is_ok_and(|r| r.get_ref().messages.is_empty()),
+        answered_nothing(&refused),
         "a FIFO receive at the limit returns nothing and no error: {refused:?}"
     );
 }
