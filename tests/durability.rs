@@ -52,12 +52,9 @@ async fn restarted_node_catches_up_and_holds_real_replicas() {
 
     // Phase 3: node 3 comes back and catches up on every group it hosts.
     cluster.restart(3).await;
-    let partitions = cluster.queue_groups(queue).await;
-    assert_eq!(
-        partitions.len(),
-        PARTITIONS as usize,
-        "partitions of {queue}"
-    );
+    let partitions = cluster
+        .wait_for_queue_groups(queue, PARTITIONS as usize, CATCH_UP_TIMEOUT)
+        .await;
     wait_until(
         CATCH_UP_TIMEOUT,
         "node 3 applied as far as each group's leader",
@@ -78,7 +75,9 @@ async fn lagging_replica_catches_up_from_a_snapshot() {
     create(&mut cluster.client(1), queue).await;
     // Nodes 1 and 2 hold every partition's first entries before node 3 stops: a first leader that
     // dies before replicating anything leaves its group unable to elect (see ARCHITECTURE.md).
-    let partitions = cluster.queue_groups(queue).await;
+    let partitions = cluster
+        .wait_for_queue_groups(queue, PARTITIONS as usize, CATCH_UP_TIMEOUT)
+        .await;
     for group in &partitions {
         cluster.wait_for_leader(*group, CATCH_UP_TIMEOUT).await;
     }
@@ -133,7 +132,9 @@ async fn log_is_purged_behind_snapshots_paced_by_the_memtables() {
     let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
     let queue = "paced";
     create(&mut cluster.client(1), queue).await;
-    let partitions = cluster.queue_groups(queue).await;
+    let partitions = cluster
+        .wait_for_queue_groups(queue, PARTITIONS as usize, CATCH_UP_TIMEOUT)
+        .await;
 
     // 64 MB of bodies in a few hundred entries, far fewer than the 20,000-entry snapshot interval,
     // fill more than three quarters of every node's 64 MiB state memtable.

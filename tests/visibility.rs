@@ -580,7 +580,9 @@ async fn visibility_changes_through_a_leader_crash_are_not_repeated() {
         })
         .await
         .unwrap_or_else(|e| panic!("create {queue}: {e:?}"));
-    let group = cluster.queue_groups(queue).await[0];
+    let group = cluster
+        .wait_for_queue_groups(queue, 1, COUNTERS_TIMEOUT)
+        .await[0];
     let leader = cluster.wait_for_leader(group, COUNTERS_TIMEOUT).await;
     let followers: Vec<_> = cluster
         .node_ids()

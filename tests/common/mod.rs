@@ -428,6 +428,25 @@ impl TestCluster {
         set.into_iter().collect()
     }
 
+    /// Waits until running nodes list all `partitions` groups of `queue` and returns them: a
+    /// created queue's groups start on each node after the catalog commit that answers CreateQueue.
+    pub async fn wait_for_queue_groups(
+        &self,
+        queue: &str,
+        partitions: usize,
+        timeout: Duration,
+    ) -> Vec<u64> {
+        wait_for(
+            timeout,
+            &format!("{queue} lists its {partitions} partitions"),
+            async || {
+                let groups = self.queue_groups(queue).await;
+                (groups.len() == partitions).then_some(groups)
+            },
+        )
+        .await
+    }
+
     fn print_logs(&self) {
         for node in &self.nodes {
             let text = std::fs::read_to_string(&node.log).unwrap_or_default();
