@@ -7,7 +7,8 @@
 //! message reaches the dead-letter queue after exactly maxReceiveCount receives plus the one that
 //! moves it; a high-throughput FIFO queue spreads its groups over all its partitions; a message
 //! move task redrives thousands of dead letters to their source while a node restarts; thousands
-//! of groups in flight do not hide a group with something to receive.
+//! of groups in flight do not hide a group with something to receive; a delete with an expired
+//! receipt handle is refused on a FIFO queue and accepted on a standard one.
 
 mod common;
 
@@ -21,7 +22,7 @@ use common::{
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{
-    CreateQueueRequest, DeleteMessageBatchEntry, DeleteMessageBatchRequest,
+    CreateQueueRequest, DeleteMessageBatchEntry, DeleteMessageBatchRequest, DeleteMessageRequest,
     GetQueueAttributesRequest, ListMessageMoveTasksRequest, Message, ReceiveMessageRequest,
     SendMessageBatchEntry, SendMessageBatchRequest, SendMessageRequest,
     StartMessageMoveTaskRequest,
@@ -558,6 +559,106 @@ async fn deduplication_attempts_and_spreading_hold_across_failover() {
         per_partition.values().all(|count| *count >= 20),
         "a fair spread: {per_partition:?}"
     );
+}
+
+/// Receives up to ten messages with `visibility_timeout` seconds of visibility.
+async fn receive_for(
+    client: &mut FerryClient<Channel>,
+    queue: &str,
+    visibility_timeout: u32,
+) -> Vec<Message> {
+    let mut request = receive_request(queue, 10, 1);
+    request.visibility_timeout = Some(visibility_timeout);
+    client
+        .receive_message(request)
+        .await
+        .unwrap_or_else(|e| panic!("receive from {queue}: {e:?}"))
+        .into_inner()
+        .messages
+}
+
+/// As SQS does, a FIFO queue refuses a delete whose receipt handle's receive is over — the message
+/// is visible again, or was received since — with InvalidParameterValue, and deletes nothing; in a
+/// batch only that entry fails. A standard queue still accepts such a delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_deletes_with_expired_receipt_handles_are_refused() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let clients = cluster.clients();
+    let mut client = cluster.client(1);
+    let queue = "late.fifo";
+    create(&mut client, queue, &[("FifoQueue", "true")], 1).await;
+    for (i, group) in ["a", "b"].into_iter().enumerate() {
+        let request = send_request(queue, group, &format!("m{i}"), &format!("d{i}"));
+        send_until_acked(&clients, i, request).await;
+    }
+
+    // Visible again at once: both handles are expired when the deletes come.
+    let expired = receive_for(&mut client, queue, 0).await;
+    assert_eq!(expired.len(), 2, "first receive: {expired:?}");
+    let refused = client
+        .delete_message(DeleteMessageRequest {
+            queue_name: queue.into(),
+            receipt_handle: expired[0].receipt_handle.clone(),
+        })
+        .await
+        .expect_err("a delete with an expired handle");
+    assert_eq!(
+        error_code(&refused),
+        Some("InvalidParameterValue"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("The receipt handle has expired"),
+        "{refused:?}"
+    );
+
+    // Received again: the old handles are from an earlier receive, the new ones current.
+    let mut current = receive_for(&mut client, queue, 30).await;
+    current.sort_by(|a, b| a.body.cmp(&b.body));
+    assert_eq!(current.len(), 2, "second receive: {current:?}");
+    assert_eq!(current[0].body, "m0", "the refused delete deleted nothing");
+    let entry = |id: &str, handle: &str| DeleteMessageBatchEntry {
+        id: id.into(),
+        receipt_handle: handle.into(),
+    };
+    let reply = client
+        .delete_message_batch(DeleteMessageBatchRequest {
+            queue_name: queue.into(),
+            entries: vec![
+                entry("old", &expired[1].receipt_handle),
+                entry("current-0", &current[0].receipt_handle),
+                entry("current-1", &current[1].receipt_handle),
+            ],
+        })
+        .await
+        .expect("delete batch")
+        .into_inner();
+    let failed: Vec<_> = reply
+        .failed
+        .iter()
+        .map(|f| (f.id.as_str(), f.code.as_str()))
+        .collect();
+    assert_eq!(failed, [("old", "InvalidParameterValue")]);
+    assert_eq!(reply.successful.len(), 2, "{reply:?}");
+    assert!(
+        receive_for(&mut client, queue, 30).await.is_empty(),
+        "the current handles deleted both messages"
+    );
+
+    // A standard queue keeps accepting a delete with a handle whose message is visible again.
+    create(&mut client, "late", &[], 1).await;
+    let sent = common::send_bodies(&clients, 0, "late", vec!["s".to_string()], 3).await;
+    assert_eq!(sent.acked.len(), 1, "send to the standard queue: {sent:?}");
+    let received = receive_for(&mut client, "late", 0).await;
+    assert_eq!(received.len(), 1, "{received:?}");
+    client
+        .delete_message(DeleteMessageRequest {
+            queue_name: "late".into(),
+            receipt_handle: received[0].receipt_handle.clone(),
+        })
+        .await
+        .expect("a standard queue accepts the delete");
+    assert!(receive_for(&mut client, "late", 30).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,9 +80,7 @@ impl InFlightLimit {
         let partitions = multi
             .catalog()
             .borrow()
-            .queues
-            .values()
-            .find(|queue| queue.partitions.iter().any(|p| p.group == group))?
+            .queue_of_group(group)?
             .partitions
             .len() as u64;
         Some(self.limit.div_ceil(partitions.max(1)).max(1))

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_queue::{QueueCommand, QueueResult, ReceiveCommand, VisibilityChange};
+use ferry_queue::{
+    DeleteOutcome, HandleRef, QueueCommand, QueueResult, ReceiveCommand, VisibilityChange,
+};
 use ferry_raft::{Command, CommandBody, CommandResult, GroupHandle, GroupSignals, MultiRaft};
 use ferry_types::{ErrorCode, FerryError, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
@@ -75,6 +77,13 @@ impl LocalLeader {
         let handle = self.multi.group(group).ok_or(ExecError::NotHosted)?;
         ensure_leader(&handle)?;
         match request {
+            GroupRequest::Propose(CommandBody::Queue(QueueCommand::Delete { handles }))
+                if self.is_fifo(handle.group) =>
+            {
+                self.delete_fifo(&handle, handles)
+                    .await
+                    .map(|result| GroupReply::Applied(CommandResult::Queue(result)))
+            }
             GroupRequest::Propose(CommandBody::Queue(command)) => self
                 .propose_queue(&handle, command)
                 .await
@@ -208,6 +217,63 @@ impl LocalLeader {
                 command.max_receive_count,
             )
             .map_err(|e| ExecError::Failed(FerryError::internal(e.to_string())))
+    }
+
+    /// Whether `group` is a partition of a FIFO queue, as this node's catalog replica has it.
+    fn is_fifo(&self, group: GroupId) -> bool {
+        self.multi
+            .catalog()
+            .borrow()
+            .queue_of_group(group)
+            .is_some_and(|queue| queue.fifo)
+    }
+
+    /// A FIFO queue's delete: handles whose receive is over are answered `Expired`, the rest are
+    /// proposed. Decided here on the leader's applied state, so that applying a delete stays the
+    /// same on every replica whatever build it runs.
+    async fn delete_fifo(
+        self: &Arc<Self>,
+        handle: &GroupHandle,
+        handles: Vec<HandleRef>,
+    ) -> Result<QueueResult, ExecError> {
+        let failed =
+            |e: ferry_queue::StoreError| ExecError::Failed(FerryError::internal(e.to_string()));
+        let expired = {
+            let state = self.multi.read_state(handle.group);
+            let now_ms = leader_now(handle);
+            handles
+                .iter()
+                .map(|h| ferry_queue::receipt_expired(&state, h, now_ms))
+                .collect::<Result<Vec<bool>, _>>()
+                .map_err(failed)?
+        };
+        let live: Vec<HandleRef> = handles
+            .iter()
+            .zip(&expired)
+            .filter(|(_, expired)| !**expired)
+            .map(|(h, _)| *h)
+            .collect();
+        let mut applied = Vec::new().into_iter();
+        if !live.is_empty() {
+            match self
+                .propose_queue(handle, QueueCommand::Delete { handles: live })
+                .await?
+            {
+                QueueResult::Deleted(outcomes) => applied = outcomes.into_iter(),
+                other => return Ok(other),
+            }
+        }
+        let outcomes = expired
+            .into_iter()
+            .map(|expired| match expired {
+                true => Some(DeleteOutcome::Expired),
+                false => applied.next(),
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ExecError::Failed(FerryError::internal("delete result is missing an entry"))
+            })?;
+        Ok(QueueResult::Deleted(outcomes))
     }
 
     /// Whether the partition holds its share of its queue's in-flight limit.

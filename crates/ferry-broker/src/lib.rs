@@ -1114,7 +1114,7 @@ impl Broker {
             |handles| QueueCommand::Delete {
                 handles: handles.iter().map(|(h, _)| *h).collect(),
             },
-            |result, index| match result {
+            |result, index, handle| match result {
                 QueueResult::Deleted(outcomes) => match outcomes.get(index) {
                     // SQS answers success for a stale handle or a message already gone.
                     Some(
@@ -1122,6 +1122,9 @@ impl Broker {
                         | DeleteOutcome::StaleHandle
                         | DeleteOutcome::NotFound,
                     ) => Ok(()),
+                    Some(DeleteOutcome::Expired) => Err(FerryError::invalid(format!(
+                        "Value {handle} for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
+                    ))),
                     None => Err(FerryError::internal("delete result is missing an entry")),
                 },
                 other => Err(FerryError::internal(format!("delete answered {other:?}"))),
@@ -1184,7 +1187,7 @@ impl Broker {
                         })
                         .collect(),
                 },
-                |result, index| match result {
+                |result, index, _| match result {
                     QueueResult::VisibilityChanged(outcomes) => match outcomes.get(index) {
                         Some(Ok(())) => Ok(()),
                         Some(Err(error)) => Err(visibility_error(*error)),
@@ -1209,11 +1212,11 @@ impl Broker {
         queue: &QueueRecord,
         entries: Vec<(String, String, T)>,
         command: impl Fn(&[(HandleRef, T)]) -> QueueCommand,
-        answer: impl Fn(&QueueResult, usize) -> Result<(), FerryError>,
+        answer: impl Fn(&QueueResult, usize, &str) -> Result<(), FerryError>,
     ) -> Result<BatchOutcome<()>, FerryError> {
         let mut outcomes: BatchOutcome<()> = Vec::with_capacity(entries.len());
-        // Per partition: (entry position in outcomes, handle, value).
-        let mut by_group: HashMap<GroupId, Vec<(usize, HandleRef, T)>> = HashMap::new();
+        // Per partition: (entry position in outcomes, handle, value, the handle as given).
+        let mut by_group: HashMap<GroupId, Vec<(usize, HandleRef, T, String)>> = HashMap::new();
         for (id, handle, value) in entries {
             match self.receipts.decode(&handle) {
                 Ok(key)
@@ -1228,6 +1231,7 @@ impl Broker {
                             indexed_at: key.indexed_at,
                         },
                         value,
+                        handle,
                     ));
                     outcomes.push((id, Ok(())));
                 }
@@ -1240,7 +1244,7 @@ impl Broker {
             let cmd = command(
                 &items
                     .iter()
-                    .map(|(_, handle, value)| (*handle, *value))
+                    .map(|(_, handle, value, _)| (*handle, *value))
                     .collect::<Vec<_>>(),
             );
             async move {
@@ -1252,9 +1256,9 @@ impl Broker {
             }
         });
         for (items, result) in futures::future::join_all(runs).await {
-            for (index, (position, _, _)) in items.iter().enumerate() {
+            for (index, (position, _, _, handle)) in items.iter().enumerate() {
                 outcomes[*position].1 = match &result {
-                    Ok(result) => answer(result, index),
+                    Ok(result) => answer(result, index, handle),
                     Err(error) => Err(error.clone()),
                 };
             }

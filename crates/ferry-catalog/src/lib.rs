@@ -297,13 +297,31 @@ pub struct CatalogView {
     /// The highest group id ever assigned: a local group at or below it that no queue lists belongs
     /// to a deleted queue.
     pub last_group_id: u64,
+    /// The queue each partition group belongs to, by name.
+    queue_by_group: BTreeMap<GroupId, String>,
+}
+
+impl CatalogView {
+    /// The queue whose partition `group` is.
+    pub fn queue_of_group(&self, group: GroupId) -> Option<&QueueRecord> {
+        self.queues.get(self.queue_by_group.get(&group)?)
+    }
 }
 
 /// Reads the whole catalog.
 pub fn load(store: &dyn StateStore) -> Result<CatalogView, StoreError> {
-    let queues = records::<QueueRecord>(store, QUEUE_PREFIX)?
+    let queues: BTreeMap<String, QueueRecord> = records::<QueueRecord>(store, QUEUE_PREFIX)?
         .into_iter()
         .map(|queue| (queue.name.clone(), queue))
+        .collect();
+    let queue_by_group = queues
+        .values()
+        .flat_map(|queue| {
+            queue
+                .partitions
+                .iter()
+                .map(|p| (p.group, queue.name.clone()))
+        })
         .collect();
     let move_tasks = records::<MoveTask>(store, MOVE_TASK_PREFIX)?
         .into_iter()
@@ -317,6 +335,7 @@ pub fn load(store: &dyn StateStore) -> Result<CatalogView, StoreError> {
         queues,
         move_tasks,
         last_group_id: meta.next_group_id,
+        queue_by_group,
     })
 }
 

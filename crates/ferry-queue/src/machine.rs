@@ -110,12 +110,7 @@ impl<'a, S: StateStore> Tx<'a, S> {
                 Slot::Outbox | Slot::Removed => None,
             });
         }
-        let mut entry = load_entry(self.store, indexed_at, seq)?;
-        if entry.is_none() {
-            if let Some(at) = load_at(self.store, &keys::forward(seq))? {
-                entry = load_entry(self.store, at, seq)?;
-            }
-        }
+        let entry = find_entry(self.store, seq, indexed_at)?;
         if let Some(entry) = &entry {
             self.messages.insert(seq, Slot::Indexed(entry.clone()));
         }
@@ -1248,6 +1243,37 @@ pub fn dead_letters<S: StateStore + ?Sized>(
         }
     }
     Ok(letters)
+}
+
+/// A message's index entry: where a handle saw it, or where its forward pointer says it moved.
+fn find_entry<S: StateStore + ?Sized>(
+    store: &S,
+    seq: u64,
+    indexed_at: u64,
+) -> Result<Option<Entry>, StoreError> {
+    if let Some(entry) = load_entry(store, indexed_at, seq)? {
+        return Ok(Some(entry));
+    }
+    match load_at(store, &keys::forward(seq))? {
+        Some(at) => load_entry(store, at, seq),
+        None => Ok(None),
+    }
+}
+
+/// Whether SQS would refuse a delete with `handle` on a FIFO queue as expired: the handle's
+/// receive is over — its message is visible again at `now_ms`, was received since, or waits to
+/// move to the dead-letter queue — so its group may already be with another consumer. A message
+/// already gone is not: deleting it again succeeds.
+pub fn receipt_expired<S: StateStore + ?Sized>(
+    store: &S,
+    handle: &HandleRef,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    Ok(match find_entry(store, handle.seq, handle.indexed_at)? {
+        Some(entry) => entry.state.token != handle.token || entry.visible_at_ms <= now_ms,
+        // Received since (the receive moved its entry) or dead-lettered.
+        None => store.get(&keys::message(handle.seq))?.is_some(),
+    })
 }
 
 fn load_entry<S: StateStore + ?Sized>(

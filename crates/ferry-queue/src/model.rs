@@ -160,7 +160,7 @@ pub struct ReceivedMessage {
     pub message: StoredMessage,
 }
 
-/// What a delete did. SQS answers success for all three.
+/// What a delete did. SQS answers success for the first three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeleteOutcome {
     Deleted,
@@ -169,6 +169,10 @@ pub enum DeleteOutcome {
     StaleHandle,
     /// Already deleted, expired or purged.
     NotFound,
+    /// On a FIFO queue, the receive the handle is from is over: the message is visible again, was
+    /// received since or waits to be dead-lettered. SQS refuses such a delete ("The receipt handle has expired"). Found by the partition
+    /// leader before it proposes ([`crate::receipt_expired`]), never by applying a command.
+    Expired,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -210,6 +210,15 @@ proptest! {
                     if handles.is_empty() { continue; }
                     let mut handle = handles[pick % handles.len()];
                     if *stale { handle.token += 1_000_000; }
+                    // What a FIFO partition leader refuses before proposing: a handle whose receive
+                    // is over while its message is still there.
+                    if fifo {
+                        let expired = match model.messages.get(&handle.seq) {
+                            Some(m) => m.token != handle.token || m.visible_at <= now,
+                            None => model.dead.contains_key(&handle.seq),
+                        };
+                        prop_assert_eq!(receipt_expired(&store, &handle, now).unwrap(), expired);
+                    }
                     QueueCommand::Delete { handles: vec![handle, handle] }
                 }
                 Op::ChangeVisibility { pick, vt } => {

@@ -49,9 +49,12 @@ fn action_status(action: Action) -> (Status, &'static str) {
         ),
         Action::DeleteMessage => (
             Supported,
-            "A stale receipt handle succeeds without deleting, as in SQS.",
+            "A stale receipt handle succeeds without deleting on a standard queue, as in SQS. On a FIFO queue a handle whose receive is over (the message is visible again or was received since) fails with InvalidParameterValue, \"The receipt handle has expired\", as AWS answers.",
         ),
-        Action::DeleteMessageBatch => (Supported, ""),
+        Action::DeleteMessageBatch => (
+            Supported,
+            "On a FIFO queue an entry whose receipt handle's receive is over fails with InvalidParameterValue (AWS's code for the single delete; what AWS answers per batch entry is not recorded).",
+        ),
         Action::DeleteQueue => (Supported, ""),
         Action::GetQueueAttributes => (Supported, ""),
         Action::GetQueueUrl => (
