@@ -16,11 +16,11 @@ use common::{
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::message_attribute_value::Value;
 use ferry_proto::v1::{
-    CreateQueueRequest, DeleteMessageBatchRequest, DeleteQueueRequest, GetQueueAttributesRequest,
-    GetQueueRequest, ListQueueTagsRequest, ListQueuesRequest, MessageAttributeValue,
-    PurgeQueueRequest, QueueInfo, ReceiveMessageRequest, SendMessageBatchEntry,
-    SendMessageBatchRequest, SendMessageRequest, SetQueueAttributesRequest, TagQueueRequest,
-    UntagQueueRequest,
+    CreateQueueRequest, DeleteMessageBatchRequest, DeleteMessageRequest, DeleteQueueRequest,
+    GetQueueAttributesRequest, GetQueueRequest, ListQueueTagsRequest, ListQueuesRequest,
+    MessageAttributeValue, PurgeQueueRequest, QueueInfo, ReceiveMessageRequest,
+    SendMessageBatchEntry, SendMessageBatchRequest, SendMessageRequest, SetQueueAttributesRequest,
+    TagQueueRequest, UntagQueueRequest,
 };
 use md5::{Digest as _, Md5};
 use tonic::transport::Channel;
@@ -54,6 +54,7 @@ async fn public_api_behaves_like_sqs() {
     message_attributes_round_trip_with_sqs_md5(&mut c, &mut cluster.client(2)).await;
     body_md5_matches_sqs(&mut c, &mut cluster.client(3)).await;
     every_node_serves_every_call(&cluster).await;
+    queues_are_measured_for_prometheus(&cluster).await;
 }
 
 /// CreateQueue returns the existing queue for equal attributes and refuses different ones.
@@ -652,6 +653,130 @@ fn sqs_attributes_md5(attributes: &HashMap<String, MessageAttributeValue>) -> St
         }
     }
     format!("{:x}", Md5::digest(&buf))
+}
+
+/// Every node's `/metrics` counts the messages of the requests it answered, labelled by queue, and
+/// reports the backlog of the partitions it leads: summed over the nodes they are the queue's.
+async fn queues_are_measured_for_prometheus(cluster: &TestCluster) {
+    const QUEUE: &str = "measured";
+    const IDLE: &str = "measured-idle";
+    let mut c = cluster.client(1);
+    create(&mut c, QUEUE, HashMap::new()).await;
+    create(&mut c, IDLE, HashMap::new()).await;
+    for (node, body) in [(1, "a"), (2, "b"), (3, "c"), (1, "d"), (2, "e")] {
+        send(&mut cluster.client(node), QUEUE, body).await;
+    }
+    cluster
+        .client(3)
+        .send_message(SendMessageRequest {
+            queue_name: QUEUE.into(),
+            body: "later".into(),
+            delay_seconds: Some(600),
+            ..Default::default()
+        })
+        .await
+        .expect("delayed send");
+    let mut request = receive_request(QUEUE, 1, 5);
+    request.visibility_timeout = Some(600);
+    let mut handles = Vec::new();
+    for node in [1, 2, 3] {
+        let message = receive_one(&mut cluster.client(node), request.clone()).await;
+        handles.push(message.receipt_handle);
+    }
+    c.delete_message(DeleteMessageRequest {
+        queue_name: QUEUE.into(),
+        receipt_handle: handles[0].clone(),
+    })
+    .await
+    .expect("delete");
+    let empty = c
+        .receive_message(receive_request(IDLE, 10, 0))
+        .await
+        .expect("receive from an empty queue")
+        .into_inner();
+    assert!(empty.messages.is_empty());
+
+    let expected = [
+        ("ferry_queue_messages_sent_total", QUEUE, None, 6.0),
+        ("ferry_queue_messages_received_total", QUEUE, None, 3.0),
+        ("ferry_queue_messages_deleted_total", QUEUE, None, 1.0),
+        ("ferry_queue_empty_receives_total", IDLE, None, 1.0),
+        ("ferry_queue_messages", QUEUE, Some("visible"), 2.0),
+        ("ferry_queue_messages", QUEUE, Some("not_visible"), 2.0),
+        ("ferry_queue_messages", QUEUE, Some("delayed"), 1.0),
+        ("ferry_queue_messages", IDLE, Some("visible"), 0.0),
+    ];
+    // A node's backlog gauges may lag a second behind its last scrape, and leadership may move.
+    let age = common::wait_for(PROPAGATION_TIMEOUT, "per-queue metrics", async || {
+        let scrapes = scrape_all(cluster).await;
+        let matches = expected.iter().all(|(name, queue, state, value)| {
+            queue_samples(&scrapes, name, queue, *state)
+                .iter()
+                .sum::<f64>()
+                == *value
+        });
+        let age = queue_samples(
+            &scrapes,
+            "ferry_queue_oldest_message_age_seconds",
+            QUEUE,
+            None,
+        )
+        .into_iter()
+        .fold(0.0, f64::max);
+        (matches && age > 0.0).then_some(age)
+    })
+    .await;
+    assert!(age < 600.0, "the oldest message is {age} s old");
+
+    c.delete_queue(DeleteQueueRequest {
+        queue_name: QUEUE.into(),
+    })
+    .await
+    .expect("delete queue");
+    wait_until(
+        PROPAGATION_TIMEOUT,
+        "a deleted queue's backlog reads zero",
+        async || {
+            let scrapes = scrape_all(cluster).await;
+            queue_samples(&scrapes, "ferry_queue_messages", QUEUE, None)
+                .iter()
+                .all(|value| *value == 0.0)
+        },
+    )
+    .await;
+}
+
+async fn scrape_all(cluster: &TestCluster) -> Vec<String> {
+    let mut scrapes = Vec::new();
+    for node in cluster.node_ids() {
+        let (status, text) = common::http_get(cluster.admin_addr(node), "/metrics")
+            .await
+            .expect("metrics of a running node");
+        assert_eq!(status, 200, "metrics of node {node}");
+        scrapes.push(text);
+    }
+    scrapes
+}
+
+/// The samples, over the scrapes, of metric `name` labelled with `queue` (and `state`).
+fn queue_samples(scrapes: &[String], name: &str, queue: &str, state: Option<&str>) -> Vec<f64> {
+    let queue_label = format!("queue=\"{queue}\"");
+    let state_label = state.map(|state| format!("state=\"{state}\""));
+    scrapes
+        .iter()
+        .flat_map(|text| text.lines())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, labels) = series.split_once('{')?;
+            let labels: Vec<&str> = labels.strip_suffix('}')?.split(',').collect();
+            let wanted = metric == name
+                && labels.contains(&queue_label.as_str())
+                && state_label
+                    .as_deref()
+                    .is_none_or(|state| labels.contains(&state));
+            wanted.then(|| value.parse::<f64>().expect("a sample value"))
+        })
+        .collect()
 }
 
 async fn create(c: &mut Client, queue: &str, attributes: HashMap<String, String>) -> QueueInfo {

@@ -42,7 +42,7 @@ pub(crate) fn wall_clock_ms() -> u64 {
 }
 
 /// The time a leader stamps on a command: its clock, but never before the group's last applied time.
-fn leader_now(handle: &GroupHandle) -> u64 {
+pub(crate) fn leader_now(handle: &GroupHandle) -> u64 {
     wall_clock_ms().max(handle.signals.last_time_ms.load(Ordering::Acquire))
 }
 

@@ -13,6 +13,7 @@ mod leader;
 mod merge;
 mod moves;
 mod permissions;
+mod queue_metrics;
 mod redrive;
 mod request;
 mod routing;
@@ -93,6 +94,7 @@ pub struct Broker {
     config: BrokerConfig,
     receipts: ReceiptHandle,
     next_partition: AtomicUsize,
+    backlog_gauges: queue_metrics::BacklogGauges,
 }
 
 impl Broker {
@@ -106,6 +108,7 @@ impl Broker {
             config,
             receipts,
             next_partition: AtomicUsize::new(0),
+            backlog_gauges: queue_metrics::BacklogGauges::default(),
         })
     }
 
@@ -117,6 +120,12 @@ impl Broker {
     /// Whether this node should take client requests (see `MultiRaft::is_ready`).
     pub fn is_ready(&self) -> bool {
         self.multi.is_ready()
+    }
+
+    /// Sets the per-queue backlog gauges from the partitions this node leads; call before the
+    /// metrics are rendered.
+    pub async fn refresh_queue_gauges(&self) {
+        self.backlog_gauges.refresh(&self.multi).await;
     }
 
     pub fn queue_arn(&self, name: &str) -> String {
@@ -697,6 +706,7 @@ impl Broker {
     ) -> Result<Vec<SendOutput>, FerryError> {
         let (messages, mut outputs): (Vec<_>, Vec<_>) = prepared.into_iter().unzip();
         let stored = self.store_messages(queue, messages).await?;
+        queue_metrics::count_sent(&queue.name, stored.len());
         for (output, sent) in outputs.iter_mut().zip(stored) {
             output.message_id = sent.message_id;
             output.sequence_number = queue.fifo.then(|| fifo::sequence_number(sent.seq));
@@ -814,6 +824,7 @@ impl Broker {
             }
             self.release(surplus).await;
         }
+        queue_metrics::count_received(&queue.name, received.len());
         Ok(received
             .into_iter()
             .map(|(group, message)| self.present(&queue, group, message, &input))
@@ -1108,7 +1119,7 @@ impl Broker {
             .into_iter()
             .map(|(id, handle)| (id, handle, ()))
             .collect();
-        self.per_partition(
+        let outcome = self.per_partition(
             &queue,
             entries,
             |handles| QueueCommand::Delete {
@@ -1130,7 +1141,10 @@ impl Broker {
                 other => Err(FerryError::internal(format!("delete answered {other:?}"))),
             },
         )
-        .await
+        .await?;
+        let deleted = outcome.iter().filter(|(_, result)| result.is_ok()).count();
+        queue_metrics::count_deleted(&queue.name, deleted);
+        Ok(outcome)
     }
 
     pub async fn change_message_visibility(

@@ -177,7 +177,10 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
     match &state.metrics {
-        Some(handle) => (StatusCode::OK, handle.render()),
+        Some(handle) => {
+            state.broker.refresh_queue_gauges().await;
+            (StatusCode::OK, handle.render())
+        }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled".to_owned()),
     }
 }
