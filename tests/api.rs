@@ -10,8 +10,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    assert_code, error_code, receive_and_delete, receive_request, wait_until, ClusterOptions,
-    TestCluster,
+    assert_code, error_code, receive_and_delete, receive_one, receive_request, wait_until,
+    ClusterOptions, TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::message_attribute_value::Value;
@@ -834,19 +834,4 @@ async fn list_tags(c: &mut Client, queue: &str) -> HashMap<String, String> {
     .expect("ListQueueTags")
     .into_inner()
     .tags
-}
-
-/// Receives exactly one message, polling until it arrives.
-async fn receive_one(c: &mut Client, request: ReceiveMessageRequest) -> ferry_proto::v1::Message {
-    common::wait_for(RECEIVE_TIMEOUT, "a message is received", async || {
-        let mut messages = c
-            .receive_message(request.clone())
-            .await
-            .expect("ReceiveMessage")
-            .into_inner()
-            .messages;
-        assert!(messages.len() <= 1, "one message expected: {messages:?}");
-        messages.pop()
-    })
-    .await
 }

@@ -44,6 +44,8 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Between two checks of a condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Receiving a message that was just sent.
+pub const RECEIVE_ONE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lines of each node's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 120;
 /// The secret every node of a test cluster shares (see `cluster_secret` in deploy/ferry.toml).
@@ -589,6 +591,24 @@ pub fn receive_request(queue: &str, max: u32, wait_seconds: u32) -> ReceiveMessa
         message_system_attribute_names: vec!["All".to_string()],
         ..Default::default()
     }
+}
+
+/// Receives exactly one message with `request` (which must ask for one), polling until it arrives.
+pub async fn receive_one(
+    client: &mut FerryClient<Channel>,
+    request: ReceiveMessageRequest,
+) -> Message {
+    wait_for(RECEIVE_ONE_TIMEOUT, "a message is received", async || {
+        let mut messages = client
+            .receive_message(request.clone())
+            .await
+            .expect("ReceiveMessage")
+            .into_inner()
+            .messages;
+        assert!(messages.len() <= 1, "one message expected: {messages:?}");
+        messages.pop()
+    })
+    .await
 }
 
 /// Receives up to 10 messages with visibility timeout 60 s and deletes them.

@@ -178,6 +178,11 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
     match &state.metrics {
         Some(handle) => {
+            metrics::gauge!("ferry_node_ready").set(if state.broker.is_ready() {
+                1.0
+            } else {
+                0.0
+            });
             state.broker.refresh_queue_gauges().await;
             (StatusCode::OK, handle.render())
         }
