@@ -1,8 +1,9 @@
 //! Ferry watched by a real Prometheus (Debian's package, installed by
 //! `scripts/install-test-clients`): it scrapes every node of a 3-node cluster with the rules of
 //! `deploy/prometheus`, whose recording rules must add the nodes' parts up to each queue's figures
-//! and whose every rule must evaluate without error; promtool must accept the rules and pass their
-//! unit tests. Without Prometheus installed this test fails; it does not skip.
+//! and whose every rule must evaluate without error, and sees every Raft group led by exactly one
+//! node; promtool must accept the rules and pass their unit tests. Without Prometheus installed
+//! this test fails; it does not skip.
 
 mod common;
 
@@ -78,6 +79,7 @@ async fn prometheus_adds_the_nodes_up_into_per_queue_series() {
         receive_one(&mut cluster.client(node), request.clone()).await;
     }
 
+    let groups = f64::from(1 + cluster.options().default_partitions);
     let expected = [
         (
             r#"ferry:queue_messages:sum{queue="watched",state="visible"}"#,
@@ -96,6 +98,13 @@ async fn prometheus_adds_the_nodes_up_into_per_queue_series() {
             2.0,
         ),
         ("sum(ferry_node_ready)", 3.0),
+        // The catalog and the queue's partitions, each led by one node.
+        ("sum(ferry_raft_groups_led)", groups),
+        ("sum(ferry_raft_groups_without_leader)", 0.0),
+        (
+            r#"count(ferry_storage_wal_sync_seconds{quantile="0.99"})"#,
+            3.0,
+        ),
         (r#"count(up{job="ferry"} == 1)"#, 3.0),
     ];
     // Printed whenever it changes, so that a timeout shows what Prometheus saw.
@@ -123,6 +132,15 @@ async fn prometheus_adds_the_nodes_up_into_per_queue_series() {
 
     // Every rule has been evaluated, none with an error (a wrong metric name would not show here,
     // but a wrong expression or a vector match that fails on the real labels would).
+    let shipped_rules =
+        std::fs::read_to_string(repo_root().join("deploy/prometheus/ferry-rules.yml"))
+            .expect("the rules file")
+            .lines()
+            .filter(|line| {
+                let line = line.trim_start();
+                line.starts_with("- record:") || line.starts_with("- alert:")
+            })
+            .count();
     wait_until(SCRAPED_TIMEOUT, "every rule evaluates", async || {
         let rules = prometheus.api("/api/v1/rules").await;
         let rules: Vec<&Value> = rules
@@ -140,7 +158,7 @@ async fn prometheus_adds_the_nodes_up_into_per_queue_series() {
                 rule["lastError"]
             );
         }
-        rules.len() == 10 && rules.iter().all(|rule| rule["health"] == "ok")
+        rules.len() == shipped_rules && rules.iter().all(|rule| rule["health"] == "ok")
     })
     .await;
 }

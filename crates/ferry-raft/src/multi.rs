@@ -532,8 +532,10 @@ impl MultiRaft {
         // Between readiness probes too, so that the grace after losing the leader counts from then.
         self.note_catalog_contact(now);
         let mut quiet_groups = 0;
+        let mut health = GroupHealth::default();
         for handle in self.groups() {
             let view = handle.view(self.node_id);
+            health.count(&view);
             match quiet::verdict(&view, &handle.activity, &self.liveness, now) {
                 Verdict::Keep => {}
                 Verdict::Wake => handle.wake("peer"),
@@ -546,6 +548,7 @@ impl MultiRaft {
             quiet_groups += usize::from(handle.is_quiet());
         }
         metrics::gauge!("ferry_raft_quiet_groups").set(quiet_groups as f64);
+        health.report();
     }
 
     /// Sends each follower the leader's [`QuiesceRequest`]; the leader ticks again if one does not
@@ -615,4 +618,39 @@ fn first_entry(founder: NodeId, replicas: &[NodeId], members: &BTreeMap<NodeId, 
         LogId::new(leader.to_committed(), 0),
         EntryPayload::Membership(Membership::from(nodes)),
     )
+}
+
+/// What the sweep counts of the groups on this node, for operators: how many it leads, how many
+/// know no leader, and how far behind the slowest follower of a group it leads is.
+#[derive(Default)]
+struct GroupHealth {
+    hosted: usize,
+    led: usize,
+    leaderless: usize,
+    max_follower_lag: u64,
+}
+
+impl GroupHealth {
+    fn count(&mut self, view: &GroupView) {
+        self.hosted += 1;
+        match view.leader {
+            None => self.leaderless += 1,
+            Some(leader) if leader == view.me => {
+                self.led += 1;
+                let last = view.last_log_index.unwrap_or(0);
+                for (_, matched) in &view.followers {
+                    let lag = last.saturating_sub(matched.unwrap_or(0));
+                    self.max_follower_lag = self.max_follower_lag.max(lag);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn report(&self) {
+        metrics::gauge!("ferry_raft_groups").set(self.hosted as f64);
+        metrics::gauge!("ferry_raft_groups_led").set(self.led as f64);
+        metrics::gauge!("ferry_raft_groups_without_leader").set(self.leaderless as f64);
+        metrics::gauge!("ferry_raft_follower_lag_entries").set(self.max_follower_lag as f64);
+    }
 }

@@ -371,7 +371,10 @@ fn run_sync_loop(db: &DB, waiters: Receiver<SyncWaiter>) {
         while let Ok(next) = waiters.try_recv() {
             batch.push(next);
         }
+        let started = std::time::Instant::now();
         let result = db.flush_wal(true).map_err(|e| e.into_string());
+        metrics::histogram!("ferry_storage_wal_sync_seconds")
+            .record(started.elapsed().as_secs_f64());
         metrics::counter!("ferry_storage_wal_syncs_total").increment(1);
         metrics::histogram!("ferry_storage_wal_sync_waiters").record(batch.len() as f64);
         for waiter in batch {
