@@ -10,8 +10,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    assert_code, error_code, receive_and_delete, receive_one, receive_request, wait_until,
-    ClusterOptions, TestCluster,
+    assert_code, error_code, queue_samples, receive_and_delete, receive_one, receive_request,
+    scrape_all, wait_until, ClusterOptions, TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::message_attribute_value::Value;
@@ -698,6 +698,7 @@ async fn queues_are_measured_for_prometheus(cluster: &TestCluster) {
 
     let expected = [
         ("ferry_queue_messages_sent_total", QUEUE, None, 6.0),
+        ("ferry_queue_sent_message_bytes_total", QUEUE, None, 10.0),
         ("ferry_queue_messages_received_total", QUEUE, None, 3.0),
         ("ferry_queue_messages_deleted_total", QUEUE, None, 1.0),
         ("ferry_queue_empty_receives_total", IDLE, None, 1.0),
@@ -744,39 +745,6 @@ async fn queues_are_measured_for_prometheus(cluster: &TestCluster) {
         },
     )
     .await;
-}
-
-async fn scrape_all(cluster: &TestCluster) -> Vec<String> {
-    let mut scrapes = Vec::new();
-    for node in cluster.node_ids() {
-        let (status, text) = common::http_get(cluster.admin_addr(node), "/metrics")
-            .await
-            .expect("metrics of a running node");
-        assert_eq!(status, 200, "metrics of node {node}");
-        scrapes.push(text);
-    }
-    scrapes
-}
-
-/// The samples, over the scrapes, of metric `name` labelled with `queue` (and `state`).
-fn queue_samples(scrapes: &[String], name: &str, queue: &str, state: Option<&str>) -> Vec<f64> {
-    let queue_label = format!("queue=\"{queue}\"");
-    let state_label = state.map(|state| format!("state=\"{state}\""));
-    scrapes
-        .iter()
-        .flat_map(|text| text.lines())
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, labels) = series.split_once('{')?;
-            let labels: Vec<&str> = labels.strip_suffix('}')?.split(',').collect();
-            let wanted = metric == name
-                && labels.contains(&queue_label.as_str())
-                && state_label
-                    .as_deref()
-                    .is_none_or(|state| labels.contains(&state));
-            wanted.then(|| value.parse::<f64>().expect("a sample value"))
-        })
-        .collect()
 }
 
 async fn create(c: &mut Client, queue: &str, attributes: HashMap<String, String>) -> QueueInfo {

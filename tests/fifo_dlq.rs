@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{
-    approximate_total, error_code, receive_request, wait_for, within, ClusterOptions, TestCluster,
+    approximate_total, error_code, queue_samples, receive_request, scrape_all, wait_for,
+    wait_until, within, ClusterOptions, TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{
@@ -764,6 +765,25 @@ async fn poison_messages_reach_the_dead_letter_queue() {
             .into_inner()
             .messages;
         assert!(sources.is_empty(), "{dlq}: moved exactly once");
+        // Counted by the mover once the dead-letter queue has the message.
+        wait_until(
+            Duration::from_secs(10),
+            "the dead letter counted once",
+            async || {
+                let scrapes = scrape_all(&cluster).await;
+                let counted: f64 = queue_samples(
+                    &scrapes,
+                    "ferry_queue_messages_dead_lettered_total",
+                    source,
+                    None,
+                )
+                .iter()
+                .sum();
+                assert!(counted <= 1.0, "{source}: {counted} dead letters counted");
+                counted == 1.0
+            },
+        )
+        .await;
     }
 }
 

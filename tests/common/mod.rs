@@ -488,6 +488,40 @@ impl Drop for TestCluster {
     }
 }
 
+/// Every node's `/metrics` text.
+pub async fn scrape_all(cluster: &TestCluster) -> Vec<String> {
+    let mut scrapes = Vec::new();
+    for node in cluster.node_ids() {
+        let (status, text) = http_get(cluster.admin_addr(node), "/metrics")
+            .await
+            .expect("metrics of a running node");
+        assert_eq!(status, 200, "metrics of node {node}");
+        scrapes.push(text);
+    }
+    scrapes
+}
+
+/// The samples, over the scrapes, of metric `name` labelled with `queue` (and `state`).
+pub fn queue_samples(scrapes: &[String], name: &str, queue: &str, state: Option<&str>) -> Vec<f64> {
+    let queue_label = format!("queue=\"{queue}\"");
+    let state_label = state.map(|state| format!("state=\"{state}\""));
+    scrapes
+        .iter()
+        .flat_map(|text| text.lines())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, labels) = series.split_once('{')?;
+            let labels: Vec<&str> = labels.strip_suffix('}')?.split(',').collect();
+            let wanted = metric == name
+                && labels.contains(&queue_label.as_str())
+                && state_label
+                    .as_deref()
+                    .is_none_or(|state| labels.contains(&state));
+            wanted.then(|| value.parse::<f64>().expect("a sample value"))
+        })
+        .collect()
+}
+
 /// A plain HTTP/1.0 GET; `None` if the node does not answer in time.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let get = async {

@@ -558,7 +558,10 @@ impl Broker {
         entries: Vec<(String, SendInput)>,
     ) -> Result<BatchOutcome<SendOutput>, FerryError> {
         check_batch_ids(entries.iter().map(|(id, _)| id.as_str()))?;
-        let total: usize = entries.iter().map(|(_, input)| send_size(input)).sum();
+        let total: usize = entries
+            .iter()
+            .map(|(_, input)| message_size(input.body.len(), &input.attributes))
+            .sum();
         if total > attributes::MAX_MESSAGE_BYTES {
             return Err(FerryError::new(
                 ErrorCode::BatchRequestTooLong,
@@ -705,8 +708,12 @@ impl Broker {
         prepared: Vec<(NewMessage, SendOutput)>,
     ) -> Result<Vec<SendOutput>, FerryError> {
         let (messages, mut outputs): (Vec<_>, Vec<_>) = prepared.into_iter().unzip();
+        let bytes = messages
+            .iter()
+            .map(|message| message_size(message.body.len(), &message.attributes))
+            .sum();
         let stored = self.store_messages(queue, messages).await?;
-        queue_metrics::count_sent(&queue.name, stored.len());
+        queue_metrics::count_sent(&queue.name, stored.len(), bytes);
         for (output, sent) in outputs.iter_mut().zip(stored) {
             output.message_id = sent.message_id;
             output.sequence_number = queue.fifo.then(|| fifo::sequence_number(sent.seq));
@@ -1481,7 +1488,8 @@ impl Broker {
                 letter.message.resend(key, Some(source_arn.clone()))
             })
             .collect();
-        self.store_messages(&target, messages).await?;
+        let stored = self.store_messages(&target, messages).await?;
+        queue_metrics::count_dead_lettered(&queue.name, stored.len());
         let body = CommandBody::Queue(QueueCommand::AckDeadLetters { seqs });
         leader::propose(handle, body)
             .await
@@ -1499,11 +1507,11 @@ fn queue_info(queue: &QueueRecord) -> QueueInfo {
     }
 }
 
-/// Bytes a send entry counts against the batch limit.
-fn send_size(input: &SendInput) -> usize {
-    input.body.len()
-        + input
-            .attributes
+/// Bytes a message counts against the size and batch limits: its body and its attributes' names,
+/// types and values.
+fn message_size(body_bytes: usize, attributes: &MessageAttributes) -> usize {
+    body_bytes
+        + attributes
             .iter()
             .map(|(name, value)| {
                 name.len()

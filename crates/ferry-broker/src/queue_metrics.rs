@@ -20,9 +20,17 @@ use crate::leader;
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Messages a send or batch stored (SQS's NumberOfMessagesSent; dead-lettering and redrives are
-/// not sends).
-pub(crate) fn count_sent(queue: &str, messages: usize) {
+/// not sends), and their size as SQS measures SentMessageSize.
+pub(crate) fn count_sent(queue: &str, messages: usize, bytes: usize) {
     counter!("ferry_queue_messages_sent_total", "queue" => queue.to_owned())
+        .increment(messages as u64);
+    counter!("ferry_queue_sent_message_bytes_total", "queue" => queue.to_owned())
+        .increment(bytes as u64);
+}
+
+/// Messages moved from `queue` to its dead-letter queue after too many receives.
+pub(crate) fn count_dead_lettered(queue: &str, messages: usize) {
+    counter!("ferry_queue_messages_dead_lettered_total", "queue" => queue.to_owned())
         .increment(messages as u64);
 }
 
