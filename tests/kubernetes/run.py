@@ -226,6 +226,17 @@ def receive_all(client, queue_url, expected):
     return bodies
 
 
+def sample_values(text, name, labels):
+    """Values of the samples of metric `name` in Prometheus text that carry every one of `labels`."""
+    values = []
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        metric, _, label_text = series.partition("{")
+        if metric == name and all(label in label_text.rstrip("}").split(",") for label in labels):
+            values.append(float(value))
+    return values
+
+
 def run(manifest, pods):
     net.setup(manifest.replicas)
     pods.write_hosts()
@@ -239,9 +250,10 @@ def run(manifest, pods):
     print(f"test-kubernetes: {manifest.replicas} pods ready")
 
     annotations = manifest.pod["metadata"]["annotations"]
-    scrape = f"http://{pods.ip(0)}:{annotations['prometheus.io/port']}{annotations['prometheus.io/path']}"
-    status, text = http_status(scrape)
-    check(status == 200 and "ferry_" in text, f"{scrape} serves Ferry's metrics")
+    scrape_urls = [f"http://{pods.ip(o)}:{annotations['prometheus.io/port']}"
+                   f"{annotations['prometheus.io/path']}" for o in range(manifest.replicas)]
+    status, text = http_status(scrape_urls[0])
+    check(status == 200 and "ferry_" in text, f"{scrape_urls[0]} serves Ferry's metrics")
 
     sqs_port = next(p["port"] for s in manifest.client_services for p in s["spec"]["ports"]
                     if p["name"] == "sqs")
@@ -262,6 +274,21 @@ def run(manifest, pods):
         pods.start(ordinal)
         pods.wait_ready(ordinal)
     print("test-kubernetes: rolling restart done")
+
+    # What Prometheus would see through the scrape annotations: every pod ready, and the queue's
+    # backlog, summed over the pods (each reports the partitions it leads), all there.
+    def scraped():
+        ready, visible = 0, 0
+        for url in scrape_urls:
+            status, text = http_status(url)
+            if status != 200:
+                return None
+            ready += sum(sample_values(text, "ferry_node_ready", []))
+            visible += sum(sample_values(text, "ferry_queue_messages",
+                                         ['queue="kubernetes-smoke"', 'state="visible"']))
+        return (ready, visible) if (ready, visible) == (manifest.replicas, MESSAGES) else None
+    check(wait_until(scraped, 30, what="the scraped backlog"),
+          f"every pod scraped ready and {MESSAGES} messages visible in the per-queue gauges")
 
     received = receive_all(clients[0], queue_url, MESSAGES)
     check(received == sent, f"every message received after the restart: missing {sorted(sent - received)}")
