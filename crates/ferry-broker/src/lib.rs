@@ -125,7 +125,9 @@ impl Broker {
     /// Sets the per-queue backlog gauges from the partitions this node leads; call before the
     /// metrics are rendered.
     pub async fn refresh_queue_gauges(&self) {
-        self.backlog_gauges.refresh(&self.multi).await;
+        self.backlog_gauges
+            .refresh(&self.multi, queue_metrics::SCRAPE_REFRESH_AGE)
+            .await;
     }
 
     pub fn queue_arn(&self, name: &str) -> String {
@@ -1395,7 +1397,7 @@ impl Broker {
     }
 
     /// Expires messages past their queue's retention period, on every partition this node leads,
-    /// until `shutdown` fires.
+    /// and keeps the per-queue backlog gauges recent, until `shutdown` fires.
     pub async fn run_housekeeping(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1411,6 +1413,9 @@ impl Broker {
             {
                 self.run_move_tasks().await;
             }
+            self.backlog_gauges
+                .refresh(&self.multi, queue_metrics::BACKGROUND_REFRESH_AGE)
+                .await;
             let catalog = self.multi.catalog().borrow().clone();
             for queue in catalog.queues.values() {
                 let retention_s = attributes::number(queue, MESSAGE_RETENTION_PERIOD) as u32;

@@ -2,9 +2,9 @@
 //! Prometheus. Every node counts the messages of the requests it answers, and reports the
 //! backlog of the partitions it leads, so a queue's figures are the sum over the nodes (its oldest
 //! message's age the maximum). The backlog is read from the leaders' applied state when the
-//! metrics are scraped, not kept up to date on every command.
+//! metrics are scraped (and every few seconds besides), not kept up to date on every command.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,10 @@ use crate::leader;
 
 /// Scrapes closer together than this see the previous reading: each one reads every led
 /// partition's index ahead of now.
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const SCRAPE_REFRESH_AGE: Duration = Duration::from_secs(1);
+/// Without scrapes the gauges are refreshed this often, so that in `ferry dev`, whose nodes share
+/// one registry, a scrape of one node's port also sees the others' shares of recent date.
+pub(crate) const BACKGROUND_REFRESH_AGE: Duration = Duration::from_secs(10);
 
 /// Messages a send or batch stored (SQS's NumberOfMessagesSent; dead-lettering and redrives are
 /// not sends), and their size as SQS measures SentMessageSize.
@@ -60,8 +63,10 @@ pub(crate) struct BacklogGauges {
 #[derive(Default)]
 struct LastRefresh {
     at: Option<Instant>,
-    /// Queues whose gauges were set, so that those of a deleted queue go to zero once.
-    queues: HashSet<String>,
+    /// What this node added to each queue's message gauges. The gauges are moved by differences
+    /// rather than set, so that the nodes of `ferry dev`, which share one process's registry, add
+    /// up there as they do across processes; a deleted queue's share is taken back once.
+    shares: HashMap<String, ApproximateCounts>,
 }
 
 /// One queue's backlog over the partitions this node leads.
@@ -72,13 +77,11 @@ struct Backlog {
 }
 
 impl BacklogGauges {
-    /// Sets every queue's gauges from the partitions this node leads now.
-    pub(crate) async fn refresh(&self, multi: &Arc<MultiRaft>) {
+    /// Sets every queue's gauges from the partitions this node leads now, unless they were set
+    /// less than `max_age` ago.
+    pub(crate) async fn refresh(&self, multi: &Arc<MultiRaft>, max_age: Duration) {
         let mut last = self.last.lock().await;
-        if last
-            .at
-            .is_some_and(|at| at.elapsed() < MIN_REFRESH_INTERVAL)
-        {
+        if last.at.is_some_and(|at| at.elapsed() < max_age) {
             return;
         }
         let reader = multi.clone();
@@ -91,32 +94,36 @@ impl BacklogGauges {
             }
         };
         let now_ms = leader::wall_clock_ms();
-        for (queue, backlog) in &backlogs {
-            set_backlog(queue, backlog, now_ms);
+        let mut shares = HashMap::with_capacity(backlogs.len());
+        for (queue, backlog) in backlogs {
+            let previous = last.shares.remove(&queue).unwrap_or_default();
+            move_counts(&queue, &previous, &backlog.counts);
+            let age_ms = backlog
+                .oldest_sent_at_ms
+                .map_or(0, |sent| now_ms.saturating_sub(sent));
+            gauge!("ferry_queue_oldest_message_age_seconds", "queue" => queue.clone())
+                .set(age_ms as f64 / 1000.0);
+            shares.insert(queue, backlog.counts);
         }
-        for gone in last.queues.iter().filter(|q| !backlogs.contains_key(*q)) {
-            set_backlog(gone, &Backlog::default(), now_ms);
+        for (gone, previous) in last.shares.drain() {
+            move_counts(&gone, &previous, &ApproximateCounts::default());
+            gauge!("ferry_queue_oldest_message_age_seconds", "queue" => gone).set(0.0);
         }
-        last.queues = backlogs.into_keys().collect();
+        last.shares = shares;
         last.at = Some(Instant::now());
     }
 }
 
-fn set_backlog(queue: &str, backlog: &Backlog, now_ms: u64) {
-    let counts = &backlog.counts;
-    for (state, value) in [
-        ("visible", counts.visible),
-        ("not_visible", counts.in_flight),
-        ("delayed", counts.delayed),
+/// Moves a queue's message gauges by what this node's share changed from `previous` to `now`.
+fn move_counts(queue: &str, previous: &ApproximateCounts, now: &ApproximateCounts) {
+    for (state, before, after) in [
+        ("visible", previous.visible, now.visible),
+        ("not_visible", previous.in_flight, now.in_flight),
+        ("delayed", previous.delayed, now.delayed),
     ] {
         gauge!("ferry_queue_messages", "queue" => queue.to_owned(), "state" => state)
-            .set(value as f64);
+            .increment(after as f64 - before as f64);
     }
-    let age_ms = backlog
-        .oldest_sent_at_ms
-        .map_or(0, |sent| now_ms.saturating_sub(sent));
-    gauge!("ferry_queue_oldest_message_age_seconds", "queue" => queue.to_owned())
-        .set(age_ms as f64 / 1000.0);
 }
 
 /// Every queue of the applied catalog, with the backlog of its partitions this node leads (none:
