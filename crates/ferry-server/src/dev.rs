@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::config::{ServeArgs, DEFAULT_ADMIN_PORT, DEFAULT_GRPC_PORT, DEFAULT_SQS_PORT};
 
@@ -30,7 +32,7 @@ pub async fn dev(
         .map(char::from)
         .collect();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut nodes = Vec::new();
+    let mut nodes = JoinSet::new();
     for id in 1..=NODES {
         let args = ServeArgs {
             node_id: Some(id),
@@ -48,12 +50,13 @@ pub async fn dev(
         let config = args.resolve()?;
         let mut stop = stop_rx.clone();
         let metrics = metrics.clone();
-        nodes.push(tokio::spawn(async move {
+        nodes.spawn(async move {
             crate::run(config, metrics, async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             })
             .await
-        }));
+            .with_context(|| format!("node {id}"))
+        });
     }
     println!(
         "Ferry dev cluster: 3 nodes, data in {}",
@@ -67,10 +70,39 @@ pub async fn dev(
             DEFAULT_ADMIN_PORT + id
         );
     }
-    shutdown.await;
+    // A node that ends on its own (it could not open its data or bind a port) ends the cluster:
+    // two nodes left running would look healthy while every third request waits for the third.
+    let ended_early = tokio::select! {
+        _ = shutdown => None,
+        Some(ended) = nodes.join_next() => Some(ended),
+    };
     let _ = stop_tx.send(true);
-    for node in nodes {
-        node.await??;
+    let mut outcome = match ended_early {
+        Some(ended) => ended?.and_then(|()| Err(anyhow::anyhow!("a node stopped by itself"))),
+        None => Ok(()),
+    };
+    while let Some(ended) = nodes.join_next().await {
+        outcome = outcome.and(ended?);
     }
-    Ok(())
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_that_cannot_start_ends_the_dev_cluster() {
+        let not_a_directory = tempfile::NamedTempFile::new().expect("temp file");
+        let data_root = not_a_directory.path().join("data");
+        let started = dev(&data_root, None, std::future::pending());
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), started)
+            .await
+            .expect("the dev cluster ends without a shutdown signal");
+        let error = outcome.expect_err("no node can open its data directory");
+        assert!(
+            format!("{error:#}").contains("opening"),
+            "names what failed: {error:#}"
+        );
+    }
 }
