@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{http_get, receive_one, receive_request, wait_until, ClusterOptions, TestCluster};
+use common::{
+    http_get, percent_encode, receive_one, receive_request, wait_until, ClusterOptions, TestCluster,
+};
 use ferry_proto::v1::{CreateQueueRequest, SendMessageRequest};
 use serde_json::Value;
 
@@ -234,15 +236,4 @@ impl Drop for Prometheus {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
 }

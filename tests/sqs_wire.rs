@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{wait_for, ClusterOptions, TestCluster};
+use common::{percent_encode, wait_for, ClusterOptions, TestCluster};
 use md5::{Digest as _, Md5};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -942,7 +942,7 @@ fn pairs_with<'a>(action: &'a str, pairs: &'a [(String, String)]) -> Vec<(&'a st
 async fn query_post(addr: SocketAddr, path: &str, pairs: &[(&str, &str)]) -> HttpResponse {
     let form = pairs
         .iter()
-        .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
+        .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
         .collect::<Vec<_>>()
         .join("&");
     let headers = [(
@@ -1040,18 +1040,6 @@ fn dechunk(mut input: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&input[..size]);
         input = &input[size + 2..];
     }
-}
-
-fn form_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn hex_md5(bytes: &[u8]) -> String {

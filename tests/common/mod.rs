@@ -522,6 +522,19 @@ pub fn queue_samples(scrapes: &[String], name: &str, queue: &str, state: Option<
         .collect()
 }
 
+/// `text` percent-encoded for a URL query or a form body: everything but unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A plain HTTP/1.0 GET; `None` if the node does not answer in time.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let get = async {
