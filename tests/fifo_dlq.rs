@@ -687,9 +687,9 @@ async fn poison_messages_reach_the_dead_letter_queue() {
         attributes.extend_from_slice(fifo_attribute);
         create(&mut client, source, &attributes, 1).await;
 
+        // On the standard queue "g" is a fair-queue group: it too must reach the dead-letter queue.
         let mut send = send_request(source, "g", "poison", "p1");
         if !fifo {
-            send.message_group_id = None;
             send.message_deduplication_id = None;
         }
         let message_id = client
@@ -744,6 +744,12 @@ async fn poison_messages_reach_the_dead_letter_queue() {
         .await;
         assert_eq!(moved.message_id, message_id, "{dlq}: the same message");
         assert_eq!(moved.body, "poison");
+        assert_eq!(
+            moved.attributes.get("MessageGroupId").map(String::as_str),
+            Some("g"),
+            "{dlq}: {:?}",
+            moved.attributes
+        );
         assert!(
             moved
                 .attributes

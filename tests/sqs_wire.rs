@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ async fn sqs_endpoint_speaks_both_wire_protocols() {
     query_errors(addr).await;
     every_other_action_over_query(addr).await;
     fifo_parameters_reach_the_queue(addr).await;
+    fair_queue_groups_come_back(addr).await;
     batch_and_queue_type_errors(addr).await;
     oversized_requests_and_reflected_hosts(addr).await;
     a_node_that_is_not_the_catalog_leader_serves_everything(&cluster).await;
@@ -682,6 +684,55 @@ async fn fifo_parameters_reach_the_queue(addr: SocketAddr) {
         Some("InvalidAttributeValue;Sender"),
         "{changed:?}"
     );
+}
+
+/// SQS fair queues: a standard queue takes MessageGroupId and returns it as a system attribute.
+async fn fair_queue_groups_come_back(addr: SocketAddr) {
+    let queue_url = create_json(addr, json!({"QueueName": "tenants"})).await;
+    let single =
+        json!({"QueueUrl": queue_url, "MessageBody": "alpha", "MessageGroupId": "tenant-a"});
+    let sent = json_call(addr, "SendMessage", single).await;
+    assert_eq!(sent.status, 200, "{sent:?}");
+    assert!(sent.json().get("SequenceNumber").is_none(), "{sent:?}");
+    let entries = json!([
+        {"Id": "b", "MessageBody": "beta", "MessageGroupId": "tenant-b"},
+        {"Id": "c", "MessageBody": "gamma"},
+    ]);
+    let batch = json_call(
+        addr,
+        "SendMessageBatch",
+        json!({"QueueUrl": queue_url, "Entries": entries}),
+    )
+    .await;
+    assert_eq!(batch.json()["Successful"].as_array().map(Vec::len), Some(2));
+
+    // Why: the group comes back with every message that was sent with one, from whichever
+    // partition (and node) holds it; a message sent without one has none.
+    let mut groups = BTreeMap::new();
+    let request = json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 10, "WaitTimeSeconds": 1,
+                         "MessageSystemAttributeNames": ["All"]});
+    wait_for(RECEIVE_TIMEOUT, "the three messages arrive", async || {
+        let response = json_call(addr, "ReceiveMessage", request.clone()).await;
+        assert_eq!(response.status, 200, "{response:?}");
+        for message in response.json()["Messages"].as_array().into_iter().flatten() {
+            let group = message["Attributes"]["MessageGroupId"]
+                .as_str()
+                .map(str::to_owned);
+            groups.insert(
+                message["Body"].as_str().unwrap_or_default().to_owned(),
+                group,
+            );
+        }
+        (groups.len() == 3).then_some(())
+    })
+    .await;
+    let expected = [
+        ("alpha", Some("tenant-a")),
+        ("beta", Some("tenant-b")),
+        ("gamma", None),
+    ]
+    .map(|(body, group)| (body.to_owned(), group.map(str::to_owned)));
+    assert_eq!(groups, BTreeMap::from(expected));
 }
 
 /// What SQS refuses for a whole batch or a whole CreateQueue rather than per entry or attribute,

@@ -9,10 +9,12 @@ use crate::SendInput;
 /// Longest MessageGroupId, MessageDeduplicationId or ReceiveRequestAttemptId.
 const MAX_ID_LEN: usize = 128;
 
-/// What a FIFO send adds to a message.
+/// What a send's group and deduplication parameters add to a message.
 #[derive(Debug, Default)]
 pub struct FifoFields {
     pub group_id: Option<String>,
+    /// Standard queues: the MessageGroupId of SQS fair queues, kept to be returned on receive.
+    pub fair_group: Option<String>,
     pub deduplication_id: Option<String>,
     /// The deduplication id within its scope: the whole queue, or the message group.
     pub dedup_key: Option<String>,
@@ -60,7 +62,10 @@ pub fn resolve(queue: &QueueRecord, input: &SendInput) -> Result<FifoFields, Fer
             // Accepted on standard queues (SQS fair queues); it does not order anything here.
             check_id("MessageGroupId", group)?;
         }
-        return Ok(FifoFields::default());
+        return Ok(FifoFields {
+            fair_group: input.message_group_id.clone(),
+            ..FifoFields::default()
+        });
     }
     // Only the queue's delay applies to FIFO messages; SQS accepts an explicit 0 all the same.
     if let Some(delay) = input.delay_seconds.filter(|delay| *delay != 0) {
@@ -92,6 +97,7 @@ pub fn resolve(queue: &QueueRecord, input: &SendInput) -> Result<FifoFields, Fer
     };
     Ok(FifoFields {
         group_id: Some(group),
+        fair_group: None,
         deduplication_id: Some(deduplication_id),
         dedup_key: Some(dedup_key),
     })

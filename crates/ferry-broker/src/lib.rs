@@ -646,6 +646,7 @@ impl Broker {
             deduplication_id: fifo.deduplication_id,
             dedup_key: fifo.dedup_key,
             dead_letter_source: None,
+            fair_group: fifo.fair_group,
         };
         Ok((message, output))
     }
@@ -680,10 +681,7 @@ impl Broker {
                     .partitions
                     .get(index)
                     .ok_or_else(|| FerryError::internal("queue has no partitions"))?;
-                match self
-                    .apply(partition, QueueCommand::Send { messages })
-                    .await?
-                {
+                match self.apply(partition, QueueCommand::send(messages)).await? {
                     QueueResult::Sent(sent) if sent.len() == positions.len() => {
                         Ok((positions, sent))
                     }
@@ -1049,16 +1047,14 @@ impl Broker {
         if let Some(trace) = &message.trace_header {
             system.insert("AWSTraceHeader".to_owned(), trace.clone());
         }
+        // A FIFO queue's message group, or a standard queue's fair-queue group.
+        if let Some(group) = &message.group_id {
+            system.insert("MessageGroupId".to_owned(), group.clone());
+        }
         if queue.fifo {
             system.insert(
                 "SequenceNumber".to_owned(),
                 fifo::sequence_number(received.handle.seq),
-            );
-            system.extend(
-                message
-                    .group_id
-                    .clone()
-                    .map(|group| ("MessageGroupId".to_owned(), group)),
             );
             system.extend(
                 message
@@ -1490,7 +1486,9 @@ impl Broker {
             .into_iter()
             .map(|letter| {
                 let key = format!("dlq:{}:{}:{}", queue.id, partition.group.0, letter.seq);
-                letter.message.resend(key, Some(source_arn.clone()))
+                letter
+                    .message
+                    .resend(key, Some(source_arn.clone()), queue.fifo)
             })
             .collect();
         let stored = self.store_messages(&target, messages).await?;

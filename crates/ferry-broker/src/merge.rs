@@ -43,7 +43,9 @@ impl Part {
     /// and receives with an attempt id never merge: their messages must go to one caller.
     pub fn of(command: QueueCommand) -> Result<(MergeKey, Part), QueueCommand> {
         match command {
-            QueueCommand::Send { messages } => Ok((MergeKey::Send, Part::Send(messages))),
+            QueueCommand::Send { messages } | QueueCommand::SendWithFairGroups { messages } => {
+                Ok((MergeKey::Send, Part::Send(messages)))
+            }
             QueueCommand::Delete { handles } => Ok((MergeKey::Delete, Part::Delete(handles))),
             QueueCommand::ChangeVisibility { changes } => {
                 Ok((MergeKey::ChangeVisibility, Part::ChangeVisibility(changes)))
@@ -95,7 +97,7 @@ pub(crate) fn merge(key: MergeKey, parts: Vec<Part>) -> QueueCommand {
         }
     }
     match key {
-        MergeKey::Send => QueueCommand::Send { messages },
+        MergeKey::Send => QueueCommand::send(messages),
         MergeKey::Delete => QueueCommand::Delete { handles },
         MergeKey::ChangeVisibility => QueueCommand::ChangeVisibility { changes },
         MergeKey::Receive {

@@ -156,6 +156,7 @@ impl Broker {
     ) -> Result<(), FerryError> {
         let mut by_destination: BTreeMap<String, Vec<NewMessage>> = BTreeMap::new();
         let mut handles = Vec::with_capacity(taken.len());
+        let from_fifo = queues.get(&task.source).is_some_and(|source| source.fifo);
         for received in taken {
             let message = received.message;
             let message_id = message.message_id.clone();
@@ -172,7 +173,7 @@ impl Broker {
             by_destination
                 .entry(destination)
                 .or_default()
-                .push(message.resend(format!("move:{}:{}", task.id, message_id), None));
+                .push(message.resend(format!("move:{}:{}", task.id, message_id), None, from_fifo));
             handles.push(received.handle);
         }
         for (name, messages) in by_destination {

@@ -192,6 +192,7 @@ fn safe_to_repeat(request: &GroupRequest) -> bool {
             matches!(
                 command,
                 QueueCommand::Send { .. }
+                    | QueueCommand::SendWithFairGroups { .. }
                     | QueueCommand::Delete { .. }
                     | QueueCommand::AckDeadLetters { .. }
             )

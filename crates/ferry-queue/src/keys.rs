@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! [0x00]                          -> Meta { next_seq, message_count, visibility_floor, message_floor }
-//! [0x01] seq:u64be                -> MessageContent (postcard: written once by the send)
+//! [0x01] seq:u64be                -> MessageContent (postcard: written once by the send), then
+//!                                     a fair-queue group if the message has one
 //! [0x02] visible_at:u64be seq:u64be -> MessageState (the visibility index: every stored message
 //!                                        not dead-lettered has exactly one entry, and its state
 //!                                        lives there)

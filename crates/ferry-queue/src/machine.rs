@@ -416,7 +416,9 @@ pub fn apply<S: StateStore>(
 ) -> Result<Applied, StoreError> {
     let mut tx = Tx::begin(store)?;
     let result = match command {
-        QueueCommand::Send { messages } => send(&mut tx, ctx, messages)?,
+        QueueCommand::Send { messages } | QueueCommand::SendWithFairGroups { messages } => {
+            send(&mut tx, ctx, messages)?
+        }
         QueueCommand::Receive(receive) => receive_messages(&mut tx, ctx, receive)?,
         QueueCommand::Delete { handles } => delete(&mut tx, handles)?,
         QueueCommand::ChangeVisibility { changes } => change_visibility(&mut tx, ctx, changes)?,
@@ -511,7 +513,9 @@ fn send<S: StateStore>(
             tx.group_join(group, seq)?;
         }
         let (entry, content) = record::split(message, ctx.now_ms);
-        tx.store.put(keys::message(seq), encode(&content)?);
+        let stored =
+            record::encode_content(&content).map_err(|e| StoreError(format!("encode: {e}")))?;
+        tx.store.put(keys::message(seq), stored);
         tx.index(seq, entry)?;
         sent.push(SentMessage {
             seq,
@@ -1308,7 +1312,10 @@ fn load_content<S: StateStore + ?Sized>(
     store: &S,
     seq: u64,
 ) -> Result<Option<MessageContent>, StoreError> {
-    load_record(store, &keys::message(seq))
+    store
+        .get(&keys::message(seq))?
+        .map(|bytes| record::decode_content(&bytes).map_err(|e| StoreError(format!("decode: {e}"))))
+        .transpose()
 }
 
 /// The leading fields of a message's contents, without decoding its body.

@@ -70,6 +70,11 @@ pub struct NewMessage {
     pub dedup_key: Option<String>,
     /// The ARN of the queue this message was dead-lettered from.
     pub dead_letter_source: Option<String>,
+    /// Standard queues: the MessageGroupId sent (SQS fair queues), kept to be returned; it orders
+    /// nothing. Not in this struct's own encoding, which logs written before fair groups existed
+    /// use: a send that carries one is a [`QueueCommand::SendWithFairGroups`].
+    #[serde(skip)]
+    pub fair_group: Option<String>,
 }
 
 /// How long a deduplication key or a receive attempt id is remembered (SQS: 5 minutes).
@@ -111,6 +116,50 @@ pub enum QueueCommand {
     AckDeadLetters {
         seqs: Vec<u64>,
     },
+    /// A send in which some message carries a fair-queue group. A variant of its own, so that a
+    /// send without one is encoded as before and old logs decode unchanged.
+    SendWithFairGroups {
+        #[serde(with = "with_fair_groups")]
+        messages: Vec<NewMessage>,
+    },
+}
+
+impl QueueCommand {
+    /// The command that stores `messages`, in order.
+    pub fn send(messages: Vec<NewMessage>) -> Self {
+        if messages.iter().any(|message| message.fair_group.is_some()) {
+            Self::SendWithFairGroups { messages }
+        } else {
+            Self::Send { messages }
+        }
+    }
+}
+
+/// Each message followed by its fair-queue group.
+mod with_fair_groups {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::NewMessage;
+
+    pub fn serialize<S: Serializer>(messages: &[NewMessage], out: S) -> Result<S::Ok, S::Error> {
+        let mut seq = out.serialize_seq(Some(messages.len()))?;
+        for message in messages {
+            seq.serialize_element(&(message, &message.fair_group))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<NewMessage>, D::Error> {
+        let pairs = Vec::<(NewMessage, Option<String>)>::deserialize(input)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(message, fair_group)| NewMessage {
+                fair_group,
+                ..message
+            })
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +255,8 @@ pub struct StoredMessage {
     pub last_receive_at_ms: Option<u64>,
     /// Token of the latest receive; 0 if never received.
     pub token: u64,
+    /// The MessageGroupId sent: a FIFO queue's message group, or a standard queue's fair-queue
+    /// group. (One field for both keeps this record's encoding, which nodes exchange, unchanged.)
     pub group_id: Option<String>,
     pub deduplication_id: Option<String>,
     pub dead_letter_source: Option<String>,
@@ -213,8 +264,19 @@ pub struct StoredMessage {
 
 impl StoredMessage {
     /// This message as a send to another queue (a dead-letter move or a redrive): same id, body,
-    /// attributes and group, visible at once, deduplicated under `dedup_key`.
-    pub fn resend(self, dedup_key: String, dead_letter_source: Option<String>) -> NewMessage {
+    /// attributes and group, visible at once, deduplicated under `dedup_key`. `from_fifo`: whether
+    /// it comes from a FIFO queue, where its group is a message group rather than a fair one.
+    pub fn resend(
+        self,
+        dedup_key: String,
+        dead_letter_source: Option<String>,
+        from_fifo: bool,
+    ) -> NewMessage {
+        let (group_id, fair_group) = if from_fifo {
+            (self.group_id, None)
+        } else {
+            (None, self.group_id)
+        };
         NewMessage {
             message_id: self.message_id,
             body: self.body,
@@ -222,10 +284,11 @@ impl StoredMessage {
             trace_header: self.trace_header,
             sender_id: self.sender_id,
             delay_seconds: 0,
-            group_id: self.group_id,
+            group_id,
             deduplication_id: self.deduplication_id,
             dedup_key: Some(dedup_key),
             dead_letter_source,
+            fair_group,
         }
     }
 }
@@ -243,4 +306,55 @@ pub struct ApproximateCounts {
     pub visible: u64,
     pub in_flight: u64,
     pub delayed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(fair_group: Option<&str>) -> NewMessage {
+        NewMessage {
+            message_id: "m".into(),
+            body: Bytes::from_static(b"hi"),
+            attributes: MessageAttributes::default(),
+            trace_header: None,
+            sender_id: "s".into(),
+            delay_seconds: 0,
+            group_id: None,
+            deduplication_id: None,
+            dedup_key: None,
+            dead_letter_source: None,
+            fair_group: fair_group.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_send_without_fair_groups_is_encoded_as_logs_before_them_hold_it() {
+        let command = QueueCommand::send(vec![message(None)]);
+        let bytes = postcard::to_stdvec(&command).unwrap();
+        // Variant 0, one message: id "m", body "hi", no attributes, no trace header, sender "s",
+        // no delay, then four empty options.
+        assert_eq!(
+            bytes,
+            [0, 1, 1, b'm', 2, b'h', b'i', 0, 0, 1, b's', 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            postcard::from_bytes::<QueueCommand>(&bytes).unwrap(),
+            command
+        );
+    }
+
+    #[test]
+    fn a_send_with_a_fair_group_keeps_it_through_the_log() {
+        let command = QueueCommand::send(vec![message(None), message(Some("tenant"))]);
+        assert!(matches!(command, QueueCommand::SendWithFairGroups { .. }));
+        let bytes = postcard::to_stdvec(&command).unwrap();
+        let QueueCommand::SendWithFairGroups { messages } = postcard::from_bytes(&bytes).unwrap()
+        else {
+            panic!("decoded as another command");
+        };
+        assert_eq!(messages[0].fair_group, None);
+        assert_eq!(messages[1].fair_group.as_deref(), Some("tenant"));
+        assert_eq!(messages, [message(None), message(Some("tenant"))]);
+    }
 }

@@ -41,6 +41,33 @@ pub(crate) struct MessageContent {
     pub sender_id: String,
     pub deduplication_id: Option<String>,
     pub dead_letter_source: Option<String>,
+    /// Standard queues: the fair-queue group, stored after the fields above ([`encode_content`]).
+    #[serde(skip)]
+    pub fair_group: Option<String>,
+}
+
+/// A message's contents as stored: the fields of [`MessageContent`], then its fair-queue group if
+/// it has one. Contents written before fair groups existed end after the first part, and nodes
+/// that predate them read the first part and ignore the rest.
+pub(crate) fn encode_content(content: &MessageContent) -> Result<Vec<u8>, postcard::Error> {
+    let mut bytes = postcard::to_stdvec(content)?;
+    if let Some(group) = &content.fair_group {
+        bytes.extend(postcard::to_stdvec(group)?);
+    }
+    Ok(bytes)
+}
+
+/// Reads what [`encode_content`] wrote.
+pub(crate) fn decode_content(bytes: &[u8]) -> Result<MessageContent, postcard::Error> {
+    let (content, rest) = postcard::take_from_bytes::<MessageContent>(bytes)?;
+    let fair_group = match rest {
+        [] => None,
+        rest => Some(postcard::from_bytes::<String>(rest)?),
+    };
+    Ok(MessageContent {
+        fair_group,
+        ..content
+    })
 }
 
 /// The first fields of [`MessageContent`], decoded without the body (postcard writes fields in
@@ -85,6 +112,7 @@ pub(crate) fn split(message: NewMessage, now_ms: u64) -> (Entry, MessageContent)
         sender_id: message.sender_id,
         deduplication_id: message.deduplication_id,
         dead_letter_source: message.dead_letter_source,
+        fair_group: message.fair_group,
     };
     (entry, content)
 }
@@ -107,7 +135,7 @@ pub(crate) fn join(entry: Entry, content: MessageContent) -> StoredMessage {
         first_receive_at_ms: state.first_receive_at_ms,
         last_receive_at_ms: state.last_receive_at_ms,
         token: state.token,
-        group_id: state.group_id,
+        group_id: state.group_id.or(content.fair_group),
         deduplication_id: content.deduplication_id,
         dead_letter_source: content.dead_letter_source,
     }
@@ -117,22 +145,26 @@ pub(crate) fn join(entry: Entry, content: MessageContent) -> StoredMessage {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_head_decodes_from_the_whole_contents() {
-        let message = NewMessage {
+    fn message(group_id: Option<&str>, fair_group: Option<&str>) -> NewMessage {
+        NewMessage {
             message_id: "id".into(),
             body: Bytes::from_static(b"body"),
             attributes: MessageAttributes::default(),
             trace_header: None,
             sender_id: "me".into(),
             delay_seconds: 3,
-            group_id: Some("g".into()),
+            group_id: group_id.map(Into::into),
             deduplication_id: None,
             dedup_key: None,
             dead_letter_source: None,
-        };
-        let (_, content) = split(message, 1_000);
-        let bytes = postcard::to_stdvec(&content).unwrap();
+            fair_group: fair_group.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_head_decodes_from_the_whole_contents() {
+        let (_, content) = split(message(Some("g"), None), 1_000);
+        let bytes = encode_content(&content).unwrap();
         let (head, _) = postcard::take_from_bytes::<ContentHead>(&bytes).unwrap();
         assert_eq!(
             head,
@@ -142,5 +174,33 @@ mod tests {
                 group_id: Some("g".into()),
             }
         );
+    }
+
+    #[test]
+    fn a_fair_group_follows_the_contents_and_older_contents_have_none() {
+        let (_, content) = split(message(None, Some("tenant-7")), 1_000);
+        let bytes = encode_content(&content).unwrap();
+        assert_eq!(decode_content(&bytes).unwrap(), content);
+        // A node that predates fair groups reads the same contents, without the group.
+        let old_reader: MessageContent = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            old_reader,
+            MessageContent {
+                fair_group: None,
+                ..content.clone()
+            }
+        );
+        let (head, _) = postcard::take_from_bytes::<ContentHead>(&bytes).unwrap();
+        assert_eq!(head.sent_at_ms, 1_000);
+
+        // Contents written before fair groups existed: the struct's own encoding, nothing after.
+        let (_, plain) = split(message(None, None), 1_000);
+        let old_bytes = postcard::to_stdvec(&plain).unwrap();
+        assert_eq!(encode_content(&plain).unwrap(), old_bytes);
+        assert_eq!(decode_content(&old_bytes).unwrap().fair_group, None);
+        // A group that does not decode is an error, not a silently wrong message.
+        let mut torn = bytes.clone();
+        torn.truncate(bytes.len() - 2);
+        assert!(decode_content(&torn).is_err());
     }
 }

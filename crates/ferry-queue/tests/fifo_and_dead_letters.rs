@@ -26,6 +26,7 @@ fn new_message(group: Option<&str>, body: &str, dedup_key: Option<&str>) -> NewM
         deduplication_id: dedup_key.map(str::to_owned),
         dedup_key: dedup_key.map(str::to_owned),
         dead_letter_source: None,
+        fair_group: None,
     }
 }
 
@@ -347,4 +348,30 @@ fn groups_in_flight_do_not_hide_the_groups_behind_them() {
         bodies(&p.receive(3, true, None, None)),
         ["m0000", "m0001", "m0002"]
     );
+}
+
+#[test]
+fn a_fair_group_on_a_standard_queue_is_returned_and_orders_nothing() {
+    let mut p = Partition::new();
+    let messages = ["t1", "t2", "t3"]
+        .map(|body| NewMessage {
+            fair_group: Some("tenant".into()),
+            ..new_message(None, body, None)
+        })
+        .to_vec();
+    let sent = p.run(QueueCommand::send(messages));
+    assert!(matches!(sent, QueueResult::Sent(sent) if sent.len() == 3));
+    // Standard delivery: the tenant's messages in flight hold back none of the others.
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        received.extend(p.receive(1, false, None, None));
+    }
+    assert_eq!(bodies(&received), ["t1", "t2", "t3"]);
+    for message in &received {
+        assert_eq!(message.message.group_id.as_deref(), Some("tenant"));
+    }
+    // A move to another queue (dead-lettering, redrive) keeps it, as a fair group.
+    let moved = received.remove(0).message.resend("key".into(), None, false);
+    assert_eq!(moved.fair_group.as_deref(), Some("tenant"));
+    assert_eq!(moved.group_id, None);
 }

@@ -23,6 +23,7 @@ fn message(id: &str, delay_seconds: u32) -> NewMessage {
         deduplication_id: None,
         dedup_key: None,
         dead_letter_source: None,
+        fair_group: None,
     }
 }
 

@@ -197,6 +197,7 @@ proptest! {
                         deduplication_id: None,
                         dedup_key: None,
                         dead_letter_source: None,
+                        fair_group: None,
                     }).collect(),
                 },
                 Op::Receive { max, vt } => QueueCommand::Receive(ReceiveCommand {

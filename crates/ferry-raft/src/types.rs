@@ -41,9 +41,9 @@ impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Logged by openraft per entry: name the command, never dump message bodies.
         let name = match &self.body {
-            CommandBody::Queue(QueueCommand::Send { messages }) => {
-                return write!(f, "send({})", messages.len())
-            }
+            CommandBody::Queue(
+                QueueCommand::Send { messages } | QueueCommand::SendWithFairGroups { messages },
+            ) => return write!(f, "send({})", messages.len()),
             CommandBody::Queue(QueueCommand::Receive(receive)) => {
                 return write!(f, "receive({})", receive.max)
             }

@@ -76,7 +76,7 @@ fn action_status(action: Action) -> (Status, &'static str) {
         Action::RemovePermission => (Supported, ""),
         Action::SendMessage => (
             Supported,
-            "On a standard queue MessageGroupId is accepted (fair queues) but schedules nothing and is not returned.",
+            "On a standard queue MessageGroupId is accepted and returned (fair queues), but delivery is not reordered to favour quiet tenants as SQS does.",
         ),
         Action::SendMessageBatch => (
             Supported,
@@ -147,8 +147,8 @@ const SYSTEM_ATTRIBUTES: &[Row] = &[
     ("MessageDeduplicationId", Status::Supported, "FIFO only."),
     (
         "MessageGroupId",
-        Status::Partial,
-        "FIFO queues; not returned for standard (fair) queues.",
+        Status::Supported,
+        "FIFO queues, and standard queues as sent (fair queues).",
     ),
     (
         "AWSTraceHeader",

@@ -549,6 +549,16 @@ def system_attributes():
 
 
 @scenario
+def fair_queue_group():
+    # SQS fair queues: a standard queue keeps a sent MessageGroupId and returns it.
+    url = create("fair")
+    C.send_message(QueueUrl=url, MessageBody="tenant message", MessageGroupId="tenant-1")
+    [m] = receive_n(url, 1, **system_attribute_names_param(["All"]))
+    check_eq(m.get("Attributes", {}).get("MessageGroupId"), "tenant-1", "MessageGroupId on a standard queue")
+    check("SequenceNumber" not in m["Attributes"], "no SequenceNumber on a standard queue", m)
+
+
+@scenario
 def batch_send_receive_delete():
     url = create("batch")
     entries = []
