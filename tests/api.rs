@@ -41,7 +41,12 @@ type Client = FerryClient<Channel>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_api_behaves_like_sqs() {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    // Series unchanged for 3 s leave /metrics: the metrics check sees a deleted queue's go.
+    let options = ClusterOptions {
+        metrics_idle_timeout_s: Some(3),
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(3, options).await;
     let mut c = cluster.client(1);
 
     create_is_idempotent_and_get_finds_it(&mut c, cluster.options().default_partitions).await;
@@ -706,15 +711,15 @@ async fn queues_are_measured_for_prometheus(cluster: &TestCluster) {
         ("ferry_queue_messages", QUEUE, Some("not_visible"), 2.0),
         ("ferry_queue_messages", QUEUE, Some("delayed"), 1.0),
         ("ferry_queue_messages", IDLE, Some("visible"), 0.0),
+        ("ferry_queue_messages_dead_lettered_total", QUEUE, None, 0.0),
     ];
     // A node's backlog gauges may lag a second behind its last scrape, and leadership may move.
     let age = common::wait_for(PROPAGATION_TIMEOUT, "per-queue metrics", async || {
         let scrapes = scrape_all(cluster).await;
+        // Every node has every series of every queue, at zero if it counted nothing.
         let matches = expected.iter().all(|(name, queue, state, value)| {
-            queue_samples(&scrapes, name, queue, *state)
-                .iter()
-                .sum::<f64>()
-                == *value
+            let samples = queue_samples(&scrapes, name, queue, *state);
+            samples.len() == 3 && samples.iter().sum::<f64>() == *value
         });
         let age = queue_samples(
             &scrapes,
@@ -742,6 +747,21 @@ async fn queues_are_measured_for_prometheus(cluster: &TestCluster) {
             queue_samples(&scrapes, "ferry_queue_messages", QUEUE, None)
                 .iter()
                 .all(|value| *value == 0.0)
+        },
+    )
+    .await;
+    // Then its series go, once they have been unchanged for the idle timeout.
+    let label = format!("queue=\"{QUEUE}\"");
+    wait_until(
+        PROPAGATION_TIMEOUT,
+        "a deleted queue's series leave /metrics",
+        async || {
+            let scrapes = scrape_all(cluster).await;
+            let idle = format!("queue=\"{IDLE}\"");
+            // The other queue's series stay, quiet as it is.
+            let idle_kept = scrapes.iter().all(|text| text.contains(&idle));
+            assert!(idle_kept, "an existing queue's series went");
+            scrapes.iter().all(|text| !text.contains(&label))
         },
     )
     .await;

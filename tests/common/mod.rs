@@ -66,6 +66,8 @@ pub struct ClusterOptions {
     pub snapshot_entries: Option<u64>,
     /// `--in-flight-limit`, if not the node's default.
     pub in_flight_limit: Option<u64>,
+    /// `--metrics-idle-timeout-s`, if not the node's default.
+    pub metrics_idle_timeout_s: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -75,6 +77,7 @@ impl Default for ClusterOptions {
             replication_factor: 3,
             snapshot_entries: None,
             in_flight_limit: None,
+            metrics_idle_timeout_s: None,
         }
     }
 }
@@ -265,6 +268,9 @@ impl TestCluster {
         }
         if let Some(limit) = options.in_flight_limit {
             cmd.arg("--in-flight-limit").arg(limit.to_string());
+        }
+        if let Some(seconds) = options.metrics_idle_timeout_s {
+            cmd.arg("--metrics-idle-timeout-s").arg(seconds.to_string());
         }
         for peer in &peers {
             cmd.arg("--peer").arg(peer);

@@ -3,6 +3,9 @@
 //! backlog of the partitions it leads, so a queue's figures are the sum over the nodes (its oldest
 //! message's age the maximum). The backlog is read from the leaders' applied state when the
 //! metrics are scraped (and every few seconds besides), not kept up to date on every command.
+//! Each reading also touches every queue's counters: they exist, at zero, from the queue's first
+//! reading (so that the first dead-letter shows as an increase), and a series nothing touches any
+//! more — a deleted queue's — leaves `/metrics` after the recorder's idle timeout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,6 +24,16 @@ pub(crate) const SCRAPE_REFRESH_AGE: Duration = Duration::from_secs(1);
 /// Without scrapes the gauges are refreshed this often, so that in `ferry dev`, whose nodes share
 /// one registry, a scrape of one node's port also sees the others' shares of recent date.
 pub(crate) const BACKGROUND_REFRESH_AGE: Duration = Duration::from_secs(10);
+
+/// Every per-queue counter.
+const COUNTERS: [&str; 6] = [
+    "ferry_queue_messages_sent_total",
+    "ferry_queue_sent_message_bytes_total",
+    "ferry_queue_messages_received_total",
+    "ferry_queue_empty_receives_total",
+    "ferry_queue_messages_deleted_total",
+    "ferry_queue_messages_dead_lettered_total",
+];
 
 /// Messages a send or batch stored (SQS's NumberOfMessagesSent; dead-lettering and redrives are
 /// not sends), and their size as SQS measures SentMessageSize.
@@ -96,6 +109,9 @@ impl BacklogGauges {
         let now_ms = leader::wall_clock_ms();
         let mut shares = HashMap::with_capacity(backlogs.len());
         for (queue, backlog) in backlogs {
+            for name in COUNTERS {
+                counter!(name, "queue" => queue.clone()).increment(0);
+            }
             let previous = last.shares.remove(&queue).unwrap_or_default();
             move_counts(&queue, &previous, &backlog.counts);
             let age_ms = backlog

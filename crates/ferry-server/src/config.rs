@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// receives fail with OverLimit (SQS: about 120,000).
     #[arg(long, env = "FERRY_IN_FLIGHT_LIMIT")]
     pub in_flight_limit: Option<u64>,
+    /// Seconds a metric series may stay unchanged before `/metrics` drops it (a deleted queue's).
+    #[arg(long, env = "FERRY_METRICS_IDLE_TIMEOUT_S")]
+    pub metrics_idle_timeout_s: Option<u64>,
     /// The secret every member shares; only callers that know it reach the internal service.
     /// Prefer the variable or the file: a flag shows in the process list.
     #[arg(long, env = "FERRY_CLUSTER_SECRET", hide_env_values = true)]
@@ -83,6 +86,7 @@ pub struct FileConfig {
     /// Messages a queue may hold in flight (SQS: about 120,000).
     pub in_flight_limit: Option<u64>,
     pub snapshot_entries: Option<u64>,
+    pub metrics_idle_timeout_s: Option<u64>,
     /// Base of the queue URLs the SQS endpoint returns (`<base>/<account>/<queue>`); unset: the
     /// request's Host header.
     pub sqs_base_url: Option<String>,
@@ -121,6 +125,8 @@ pub struct NodeConfig {
     pub admin_addr: SocketAddr,
     pub peers: BTreeMap<NodeId, String>,
     pub snapshot_entries: u64,
+    /// Series unchanged this long leave `/metrics`.
+    pub metrics_idle_timeout: Duration,
     /// Required of every call to this node's internal service, and attached to its own.
     pub cluster_key: ClusterKey,
     pub broker: BrokerConfig,
@@ -140,6 +146,8 @@ const DEFAULT_SENDER_ID: &str = "AIDAIT2UOQQY3AUEKVGXU";
 /// set their own (FERRY_RECEIPT_SECRET or the config file).
 const DEFAULT_RECEIPT_SECRET: &str = "ferry-development-receipt-secret";
 const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Long past every refresh of a live series (per-queue series are touched at least every 10 s).
+pub const DEFAULT_METRICS_IDLE_TIMEOUT_S: u64 = 300;
 /// Like LocalStack: any credentials work, and the access key becomes the sender's identity.
 const DEFAULT_SQS_AUTH: &str = "parse";
 
@@ -205,6 +213,13 @@ impl ServeArgs {
         if in_flight_limit == 0 {
             bail!("in_flight_limit must be at least 1");
         }
+        let metrics_idle_timeout_s = self
+            .metrics_idle_timeout_s
+            .or(file.metrics_idle_timeout_s)
+            .unwrap_or(DEFAULT_METRICS_IDLE_TIMEOUT_S);
+        if metrics_idle_timeout_s == 0 {
+            bail!("metrics_idle_timeout_s must be at least 1");
+        }
         let cluster_key = match self.cluster_secret.clone().or(file.cluster_secret) {
             Some(secret) if secret.is_empty() => bail!("cluster_secret must not be empty"),
             Some(secret) => ClusterKey::from_secret(secret.as_bytes()),
@@ -239,6 +254,7 @@ impl ServeArgs {
         Ok(NodeConfig {
             node_id,
             snapshot_entries,
+            metrics_idle_timeout: Duration::from_secs(metrics_idle_timeout_s),
             cluster_key,
             sqs,
             data_dir: self
@@ -396,6 +412,10 @@ mod tests {
         assert_eq!(file.replication_factor, Some(DEFAULT_REPLICATION_FACTOR));
         assert_eq!(file.request_timeout_ms, Some(DEFAULT_REQUEST_TIMEOUT_MS));
         assert_eq!(file.snapshot_entries, Some(DEFAULT_SNAPSHOT_ENTRIES));
+        assert_eq!(
+            file.metrics_idle_timeout_s,
+            Some(DEFAULT_METRICS_IDLE_TIMEOUT_S)
+        );
         assert_eq!(
             file.in_flight_limit,
             Some(ferry_broker::DEFAULT_IN_FLIGHT_LIMIT)

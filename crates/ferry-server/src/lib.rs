@@ -5,7 +5,9 @@
 
 pub mod config;
 mod dev;
+mod metrics_recorder;
 mod node;
 
 pub use dev::dev;
+pub use metrics_recorder::install_metrics;
 pub use node::run;

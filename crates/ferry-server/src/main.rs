@@ -1,9 +1,10 @@
 //! The `ferry` command: `ferry serve` runs one node, `ferry dev` a local 3-node cluster.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ferry_server::config::ServeArgs;
+use ferry_server::config::{ServeArgs, DEFAULT_METRICS_IDLE_TIMEOUT_S};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -50,18 +51,23 @@ fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => {
-                ferry_server::run(args.resolve()?, Some(metrics), shutdown_signal()).await
-            }
-            Command::Dev { data_dir } => {
-                ferry_server::dev(&data_dir, Some(metrics), shutdown_signal()).await
-            }
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.resolve()?;
+            let metrics = ferry_server::install_metrics(config.metrics_idle_timeout)?;
+            runtime.block_on(ferry_server::run(config, Some(metrics), shutdown_signal()))
         }
-    })
+        Command::Dev { data_dir } => {
+            let idle_timeout = Duration::from_secs(DEFAULT_METRICS_IDLE_TIMEOUT_S);
+            let metrics = ferry_server::install_metrics(idle_timeout)?;
+            runtime.block_on(ferry_server::dev(
+                &data_dir,
+                Some(metrics),
+                shutdown_signal(),
+            ))
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.
