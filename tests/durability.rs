@@ -183,6 +183,59 @@ async fn log_is_purged_behind_snapshots_paced_by_the_memtables() {
     drain_without_node_1(&mut cluster, queue, &ledger).await;
 }
 
+/// A queue that goes idle is snapshotted and its log purged although neither a memtable nor the
+/// snapshot interval asked for it: on a cluster gone quiet its last entries would otherwise stay,
+/// and be replayed at every restart, until the next busy spell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_queues_log_is_purged_behind_a_snapshot() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let queue = "idle";
+    create(&mut cluster.client(1), queue).await;
+    let partitions = cluster
+        .wait_for_queue_groups(queue, PARTITIONS as usize, CATCH_UP_TIMEOUT)
+        .await;
+
+    // About 600 KB in 30 entries: far below both other triggers.
+    let all = cluster.clients();
+    let mut ledger = Ledger::default();
+    ledger.send_large(&all, queue, "idle", 30, 20_000).await;
+    ledger.assert_all_acked("with every node up");
+    wait_until(
+        CATCH_UP_TIMEOUT,
+        "every node purged each quiet partition's whole log",
+        async || {
+            for node in [1, 2, 3] {
+                let Some(groups) = cluster.try_groups(node).await else {
+                    return false;
+                };
+                let purged = partitions.iter().all(|partition| {
+                    groups.iter().any(|g| {
+                        g.group == *partition
+                            && g.quiet
+                            && g.log_purged.is_some()
+                            && g.log_purged == g.last_applied
+                    })
+                });
+                if !purged {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+
+    cluster.kill(2);
+    cluster.restart(2).await;
+    wait_until(
+        CATCH_UP_TIMEOUT,
+        "node 2 caught up after its crash",
+        async || caught_up(&cluster, 2, &partitions).await,
+    )
+    .await;
+    drain_without_node_1(&mut cluster, queue, &ledger).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_quorum_sends_fail_promptly_and_nothing_acked_is_lost() {
     let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;

@@ -9,6 +9,11 @@
 //! once every follower has it. Entries purged while their memtable is in memory are dropped by its
 //! flush. Groups that appended little are left to openraft's policy: with a thousand queues,
 //! snapshotting every group at each cycle cost more flushes and purges than the log it freed.
+//!
+//! A cluster gone idle fills no memtable, and openraft snapshots only every `snapshot_entries`
+//! entries, so the groups' last entries would stay until the next busy spell (megabytes per group,
+//! replayed at every restart). So every few seconds the quiet groups whose log grew by more than a
+//! little since their last snapshot take one too, sharing a flush.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,6 +33,10 @@ const SNAPSHOT_AT_FILLED: f64 = 0.75;
 /// Log bytes a group must have appended since its last such snapshot to take one: 1/64 of the log
 /// memtable, so at most 64 groups take part in a cycle, and their snapshots share one flush.
 const SNAPSHOT_AFTER_BYTES: u64 = 2 << 20;
+/// How often quiet groups are looked at: at most one flush of the state per look.
+const QUIET_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Log bytes a quiet group must have appended since its last such snapshot to take one.
+const QUIET_SNAPSHOT_AFTER_BYTES: u64 = 64 << 10;
 
 impl MultiRaft {
     /// Snapshots and purges as described in the module docs, until `shutdown` fires.
@@ -37,6 +46,7 @@ impl MultiRaft {
         // Once the memtables were seen filled, not again until a flush emptied them: snapshots
         // taken meanwhile would each flush a sliver of the state.
         let mut armed = true;
+        let mut quiet_checked = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = checks.tick() => {}
@@ -47,7 +57,15 @@ impl MultiRaft {
             } else if armed {
                 armed = false;
                 for handle in self.groups() {
-                    handle.snapshot_if_log_grew().await;
+                    handle.snapshot_if_log_grew(SNAPSHOT_AFTER_BYTES).await;
+                }
+            }
+            if quiet_checked.elapsed() >= QUIET_CHECK_INTERVAL {
+                quiet_checked = tokio::time::Instant::now();
+                for handle in self.groups().iter().filter(|handle| handle.is_quiet()) {
+                    handle
+                        .snapshot_if_log_grew(QUIET_SNAPSHOT_AFTER_BYTES)
+                        .await;
                 }
             }
             for handle in self.groups() {
@@ -60,10 +78,11 @@ impl MultiRaft {
 }
 
 impl GroupHandle {
-    async fn snapshot_if_log_grew(&self) {
+    /// Snapshots the group if its log grew by `min_bytes` since it last did so here.
+    async fn snapshot_if_log_grew(&self, min_bytes: u64) {
         let appended = self.log_bytes.load(Ordering::Relaxed);
         let at_snapshot = self.log_bytes_at_snapshot.load(Ordering::Relaxed);
-        if appended.saturating_sub(at_snapshot) < SNAPSHOT_AFTER_BYTES {
+        if appended.saturating_sub(at_snapshot) < min_bytes {
             return;
         }
         self.log_bytes_at_snapshot
