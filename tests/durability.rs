@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_no_loss_or_phantom, error_code, receive_and_delete, receive_request, send_bodies,
-    wait_until, within, ClusterOptions, SendOutcome, TestCluster,
+    wait_until, within, ClusterOptions, GroupInfo, SendOutcome, TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{
@@ -129,39 +129,18 @@ async fn lagging_replica_catches_up_from_a_snapshot() {
 /// the log after it; nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_is_purged_behind_snapshots_paced_by_the_memtables() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
-    let queue = "paced";
-    create(&mut cluster.client(1), queue).await;
-    let partitions = cluster
-        .wait_for_queue_groups(queue, PARTITIONS as usize, CATCH_UP_TIMEOUT)
-        .await;
-
     // 64 MB of bodies in a few hundred entries, far fewer than the 20,000-entry snapshot interval,
     // fill more than three quarters of every node's 64 MiB state memtable.
-    let all = cluster.clients();
-    let mut ledger = Ledger::default();
-    ledger.send_large(&all, queue, "large", 250, 256_000).await;
-    ledger.assert_all_acked("with every node up");
+    let queue = "paced";
+    let (mut cluster, partitions, ledger) = start_and_send_large(queue, 250, 256_000).await;
     wait_until(
         CATCH_UP_TIMEOUT,
         "every node purged each partition's log up to a snapshot",
         async || {
-            for node in [1, 2, 3] {
-                let Some(groups) = cluster.try_groups(node).await else {
-                    return false;
-                };
-                let purged = partitions.iter().all(|partition| {
-                    groups.iter().any(|g| {
-                        g.group == *partition
-                            && g.log_purged.is_some()
-                            && g.log_purged == g.snapshot
-                    })
-                });
-                if !purged {
-                    return false;
-                }
-            }
-            true
+            every_replica(&cluster, &partitions, |g| {
+                g.log_purged.is_some() && g.log_purged == g.snapshot
+            })
+            .await
         },
     )
     .await;
@@ -171,16 +150,7 @@ async fn log_is_purged_behind_snapshots_paced_by_the_memtables() {
             "node {node}: a snapshot is a flush of the state, not a file"
         );
     }
-
-    cluster.kill(2);
-    cluster.restart(2).await;
-    wait_until(
-        CATCH_UP_TIMEOUT,
-        "node 2 caught up after its crash",
-        async || caught_up(&cluster, 2, &partitions).await,
-    )
-    .await;
-    drain_without_node_1(&mut cluster, queue, &ledger).await;
+    crash_node_2_then_drain(&mut cluster, queue, &partitions, &ledger).await;
 }
 
 /// A queue that goes idle is snapshotted and its log purged although neither a memtable nor the
@@ -188,52 +158,79 @@ async fn log_is_purged_behind_snapshots_paced_by_the_memtables() {
 /// and be replayed at every restart, until the next busy spell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_queues_log_is_purged_behind_a_snapshot() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
-    let queue = "idle";
-    create(&mut cluster.client(1), queue).await;
-    let partitions = cluster
-        .wait_for_queue_groups(queue, PARTITIONS as usize, CATCH_UP_TIMEOUT)
-        .await;
-
     // About 600 KB in 30 entries: far below both other triggers.
-    let all = cluster.clients();
-    let mut ledger = Ledger::default();
-    ledger.send_large(&all, queue, "idle", 30, 20_000).await;
-    ledger.assert_all_acked("with every node up");
+    let queue = "idle";
+    let (mut cluster, partitions, ledger) = start_and_send_large(queue, 30, 20_000).await;
     wait_until(
         CATCH_UP_TIMEOUT,
         "every node purged each quiet partition's whole log",
         async || {
-            for node in [1, 2, 3] {
-                let Some(groups) = cluster.try_groups(node).await else {
-                    return false;
-                };
-                let purged = partitions.iter().all(|partition| {
-                    groups.iter().any(|g| {
-                        g.group == *partition
-                            && g.quiet
-                            && g.log_purged.is_some()
-                            && g.log_purged == g.last_applied
-                    })
-                });
-                if !purged {
-                    return false;
-                }
-            }
-            true
+            every_replica(&cluster, &partitions, |g| {
+                g.quiet && g.log_purged.is_some() && g.log_purged == g.last_applied
+            })
+            .await
         },
     )
     .await;
+    crash_node_2_then_drain(&mut cluster, queue, &partitions, &ledger).await;
+}
 
+/// A 3-node cluster with `queue`, its partitions, and `count` acknowledged sends of one `size`-byte
+/// message each.
+async fn start_and_send_large(
+    queue: &str,
+    count: usize,
+    size: usize,
+) -> (TestCluster, Vec<u64>, Ledger) {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    create(&mut cluster.client(1), queue).await;
+    let partitions = cluster
+        .wait_for_queue_groups(queue, PARTITIONS as usize, CATCH_UP_TIMEOUT)
+        .await;
+    let mut ledger = Ledger::default();
+    ledger
+        .send_large(&cluster.clients(), queue, queue, count, size)
+        .await;
+    ledger.assert_all_acked("with every node up");
+    (cluster, partitions, ledger)
+}
+
+/// Whether every node answers and its replica of each of `partitions` passes `check`.
+async fn every_replica(
+    cluster: &TestCluster,
+    partitions: &[u64],
+    check: impl Fn(&GroupInfo) -> bool,
+) -> bool {
+    for node in [1, 2, 3] {
+        let Some(groups) = cluster.try_groups(node).await else {
+            return false;
+        };
+        let passes = partitions
+            .iter()
+            .all(|partition| groups.iter().any(|g| g.group == *partition && check(g)));
+        if !passes {
+            return false;
+        }
+    }
+    true
+}
+
+/// SIGKILLs node 2 and restarts it; once it caught up, drains `queue` without node 1.
+async fn crash_node_2_then_drain(
+    cluster: &mut TestCluster,
+    queue: &str,
+    partitions: &[u64],
+    ledger: &Ledger,
+) {
     cluster.kill(2);
     cluster.restart(2).await;
     wait_until(
         CATCH_UP_TIMEOUT,
         "node 2 caught up after its crash",
-        async || caught_up(&cluster, 2, &partitions).await,
+        async || caught_up(cluster, 2, partitions).await,
     )
     .await;
-    drain_without_node_1(&mut cluster, queue, &ledger).await;
+    drain_without_node_1(cluster, queue, ledger).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
