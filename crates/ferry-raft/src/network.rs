@@ -840,9 +840,11 @@ mod tests {
     /// one that accepted the connection and went silent may have run it.
     #[tokio::test]
     async fn only_a_failed_connection_means_not_delivered() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Bound but not listening: connections are refused, and no other test can take the port
+        // (a port freed here was once taken by a listener before the call, which then timed out).
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let closed_addr = closed.local_addr().unwrap();
-        drop(closed);
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let silent_addr = silent.local_addr().unwrap();
         let _accepting = tokio::spawn(async move {
@@ -855,15 +857,16 @@ mod tests {
         let router = RaftRouter::for_node(1, ClusterKey::random());
         router.set_address(1, &closed_addr.to_string());
         router.set_address(2, &silent_addr.to_string());
-        let forward =
-            |node| router.forward(node, GroupId(7), Bytes::new(), Duration::from_millis(500));
+        let forward = |node, timeout| router.forward(node, GroupId(7), Bytes::new(), timeout);
 
-        let refused = forward(1).await.unwrap_err();
+        // A refusal and an unknown address fail at once: the long timeout only keeps a loaded
+        // machine from turning them into timeouts.
+        let refused = forward(1, Duration::from_secs(10)).await.unwrap_err();
         assert!(refused.surely_not_delivered(), "{refused:?}");
-        let unanswered = forward(2).await.unwrap_err();
+        let unanswered = forward(2, Duration::from_millis(500)).await.unwrap_err();
         assert!(!unanswered.surely_not_delivered(), "{unanswered:?}");
         let unknown = RaftRouter::for_node(1, ClusterKey::random())
-            .forward(3, GroupId(7), Bytes::new(), Duration::from_millis(500))
+            .forward(3, GroupId(7), Bytes::new(), Duration::from_secs(10))
             .await
             .unwrap_err();
         assert!(unknown.surely_not_delivered(), "{unknown:?}");
