@@ -659,8 +659,18 @@ impl Broker {
     async fn store_messages(
         &self,
         queue: &QueueRecord,
-        messages: Vec<NewMessage>,
+        mut messages: Vec<NewMessage>,
     ) -> Result<Vec<SentMessage>, FerryError> {
+        // During a rolling upgrade a node of an earlier build could not read a send that keeps
+        // fair-queue groups: the messages go without them (they order nothing) until it is gone.
+        if messages.iter().any(|message| message.fair_group.is_some())
+            && !self.multi.members_decode(ferry_queue::FAIR_GROUPS_FORMAT)
+        {
+            tracing::debug!(queue = %queue.name, "a member does not read fair-queue groups yet; sending without them");
+            for message in &mut messages {
+                message.fair_group = None;
+            }
+        }
         let count = queue.partitions.len().max(1);
         let turn = self.local_first(queue)[0];
         let total = messages.len();

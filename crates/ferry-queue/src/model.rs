@@ -90,6 +90,13 @@ pub struct HandleRef {
     pub indexed_at: u64,
 }
 
+/// The newest form of [`QueueCommand`] this build reads, announced to the other nodes so that a
+/// leader writes a newer form only once every node reads it: 0 for builds that announced none,
+/// 1 adds [`QueueCommand::SendWithFairGroups`].
+pub const COMMAND_FORMAT: u32 = 1;
+/// The format that brought fair-queue groups.
+pub const FAIR_GROUPS_FORMAT: u32 = 1;
+
 /// A command of the partition state machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueCommand {

@@ -508,9 +508,19 @@ impl MultiRaft {
         heard * 2 > self.members.len()
     }
 
-    /// Records a message from `node`'s process `boot`.
-    pub(crate) fn heard_from(&self, node: NodeId, boot: u64) {
-        self.liveness.heard(node, boot);
+    /// Records a message from `node`'s process `boot`, which decodes queue commands up to
+    /// `command_format`.
+    pub(crate) fn heard_from(&self, node: NodeId, boot: u64, command_format: u32) {
+        self.liveness.heard(node, boot, command_format);
+    }
+
+    /// Whether every other member's current process announced that it decodes queue commands of
+    /// `format` (one not heard from yet counts as not decoding it).
+    pub fn members_decode(&self, format: u32) -> bool {
+        self.members
+            .keys()
+            .filter(|&&node| node != self.node_id)
+            .all(|&node| self.liveness.command_format(node) >= Some(format))
     }
 
     /// Quiets idle groups and wakes quiet ones whose peers went silent, every sweep interval, until

@@ -388,6 +388,7 @@ async fn send_raft_batch(mut client: PeerClient, batch: Vec<QueuedCall>, sender:
         calls,
         from: sender.node,
         boot: sender.boot,
+        command_format: ferry_queue::COMMAND_FORMAT,
     });
     let replies = match tokio::time::timeout(timeout, request).await {
         Err(_) => Err(tonic::Status::deadline_exceeded(format!(

@@ -126,25 +126,35 @@ struct Heard {
     boot: u64,
     /// When the first message of this boot arrived.
     boot_seen_ms: u64,
+    /// The newest queue command format this boot announced.
+    command_format: u32,
 }
 
 impl PeerLiveness {
-    pub(crate) fn heard(&self, node: NodeId, boot: u64) {
-        self.heard_at(node, boot, clock_ms());
+    pub(crate) fn heard(&self, node: NodeId, boot: u64, command_format: u32) {
+        self.heard_at(node, boot, command_format, clock_ms());
     }
 
-    fn heard_at(&self, node: NodeId, boot: u64, now: u64) {
+    fn heard_at(&self, node: NodeId, boot: u64, command_format: u32, now: u64) {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let heard = peers.entry(node).or_insert(Heard {
             last_ms: now,
             boot,
             boot_seen_ms: now,
+            command_format,
         });
         heard.last_ms = now;
         if heard.boot != boot {
             heard.boot = boot;
             heard.boot_seen_ms = now;
         }
+        heard.command_format = command_format;
+    }
+
+    /// The newest queue command format `node` announced last, if it was heard from.
+    pub(crate) fn command_format(&self, node: NodeId) -> Option<u32> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(&node).map(|heard| heard.command_format)
     }
 
     /// Whether `node` was heard within [`SILENCE_TIMEOUT`] of `now_ms` and has not restarted since
@@ -278,8 +288,8 @@ mod tests {
     fn live_peers() -> PeerLiveness {
         let liveness = PeerLiveness::default();
         for node in [1, 2, 3] {
-            liveness.heard_at(node, 7, 1);
-            liveness.heard_at(node, 7, HEARD);
+            liveness.heard_at(node, 7, 0, 1);
+            liveness.heard_at(node, 7, 0, HEARD);
         }
         liveness
     }
@@ -322,11 +332,22 @@ mod tests {
         };
         assert_eq!(judge(&leaderless, NOW), Verdict::Wake);
         // The leader restarted after the group went quiet: heard again, but from a new process.
-        liveness.heard_at(1, 8, NOW);
+        liveness.heard_at(1, 8, 0, NOW);
         assert_eq!(judge(&follower_view(), NOW), Verdict::Wake);
         // A follower node restarted: its leader wakes so that heartbeats reach the new process.
-        liveness.heard_at(3, 8, NOW);
+        liveness.heard_at(3, 8, 0, NOW);
         assert_eq!(judge(&leader_view(Some(10)), NOW), Verdict::Wake);
+    }
+
+    #[test]
+    fn a_peer_reads_the_command_format_its_current_process_announced() {
+        let liveness = PeerLiveness::default();
+        assert_eq!(liveness.command_format(2), None, "never heard from");
+        liveness.heard_at(2, 7, 1, HEARD);
+        assert_eq!(liveness.command_format(2), Some(1));
+        // Restarted on an earlier build, which announces nothing.
+        liveness.heard_at(2, 8, 0, NOW);
+        assert_eq!(liveness.command_format(2), Some(0));
     }
 
     #[test]

@@ -113,7 +113,8 @@ impl Internal for InternalService {
     ) -> Result<Response<RaftBatchReply>, Status> {
         let request = request.into_inner();
         if request.from != 0 {
-            self.multi.heard_from(request.from, request.boot);
+            self.multi
+                .heard_from(request.from, request.boot, request.command_format);
         }
         let calls = request.calls;
         // Every call runs at once: a batch larger than any node sends would only cost memory.

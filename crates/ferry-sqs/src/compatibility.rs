@@ -76,7 +76,7 @@ fn action_status(action: Action) -> (Status, &'static str) {
         Action::RemovePermission => (Supported, ""),
         Action::SendMessage => (
             Supported,
-            "On a standard queue MessageGroupId is accepted and returned (fair queues), but delivery is not reordered to favour quiet tenants as SQS does.",
+            "On a standard queue MessageGroupId is accepted and returned (fair queues), but delivery is not reordered to favour quiet tenants as SQS does; while any node runs a build from before fair groups, it is not kept.",
         ),
         Action::SendMessageBatch => (
             Supported,
