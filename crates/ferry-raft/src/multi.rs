@@ -514,8 +514,8 @@ impl MultiRaft {
         self.liveness.heard(node, boot, command_format);
     }
 
-    /// Whether every other member's current process announced that it decodes queue commands of
-    /// `format` (one not heard from yet counts as not decoding it).
+    /// Whether every other member announced, in the latest batch it sent here, that it decodes
+    /// queue commands of `format` (one not heard from since this node started counts as not).
     pub fn members_decode(&self, format: u32) -> bool {
         self.members
             .keys()
