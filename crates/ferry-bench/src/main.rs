@@ -96,9 +96,13 @@ struct Args {
     /// Partitions of each standard queue the run creates (gRPC only; 0 = the cluster's default).
     #[arg(long, default_value_t = 0)]
     partitions: u32,
-    /// Message groups of the FIFO scenario.
+    /// Message groups of the FIFO scenario (and of the send scenario with `--fair-groups`).
     #[arg(long, default_value_t = 100)]
     groups: usize,
+    /// Send scenario: every call carries a MessageGroupId out of `--groups`, as SQS fair queues
+    /// take it on a standard queue.
+    #[arg(long)]
+    fair_groups: bool,
     /// Prefix of the queues this run creates (a fresh one per run keeps runs apart).
     #[arg(long)]
     queue_prefix: Option<String>,
@@ -405,8 +409,9 @@ impl Bench {
         Ok(match scenario {
             Scenario::Send => {
                 let started = Instant::now();
+                let groups = self.args.fair_groups.then_some(self.args.groups);
                 let tally = self
-                    .send_load(&queues, limit, started + duration, None)
+                    .send_load(&queues, limit, started + duration, groups)
                     .await;
                 let sent = tally.messages.load(Ordering::Relaxed);
                 vec![self.report(scenario, &tally, started.elapsed(), "send call", sent)]
