@@ -9,7 +9,8 @@
 //! is SIGKILLed are not repeated on the next leader (a finding of jepsen/). A send to a queue with
 //! consumers long-polling on every node costs about one replicated receive, not one per consumer.
 //! Long polls over several partitions hand every message they take to a consumer, also on nodes
-//! that host only some of the partitions.
+//! that host only some of the partitions. Sends one at a time all go to a queue's first partition;
+//! a burst spreads.
 
 mod common;
 
@@ -337,7 +338,12 @@ async fn long_polls_through_nodes_without_a_replica_lose_no_message_in_flight() 
 }
 
 async fn long_polls_lose_no_message(nodes: usize) {
-    let cluster = TestCluster::start(nodes, ClusterOptions::default()).await;
+    // Every send spread over the partitions, as under load: the race needs messages in several.
+    let options = ClusterOptions {
+        home_partition_sends: Some(0),
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(nodes, options).await;
     let queue = "poll-race";
     let mut admin = cluster.client(1);
     create(
@@ -396,6 +402,104 @@ async fn long_polls_lose_no_message(nodes: usize) {
         received,
         RACE_MESSAGES,
         "consumers got {received} of {RACE_MESSAGES} messages within {RACE_TIMEOUT:?}; queue: {counts:?}"
+    );
+}
+
+/// Sends made one at a time, spread over every node.
+const QUIET_SENDS: u64 = 40;
+/// Sends started at once on one node: far more than it sends to the first partition.
+const BURST_SENDS: usize = 64;
+const ROUTING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a standard queue's sends go: one at a time, from every node, all to the queue's first
+/// partition, so that they and the receives and deletes after them share Raft rounds; a burst on
+/// one node spreads over the other partitions too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_sends_share_the_first_partition_and_bursts_spread() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let queue = "routed";
+    let mut admin = cluster.client(1);
+    create(&mut admin, queue, HashMap::new()).await;
+    let groups = cluster
+        .wait_for_queue_groups(queue, 4, ROUTING_TIMEOUT)
+        .await;
+    // Every node's replica of every partition knows its leader (a node sends to the first
+    // partition only then).
+    wait_until(
+        ROUTING_TIMEOUT,
+        "every replica knows its leader",
+        async || {
+            for id in cluster.node_ids() {
+                let known = cluster.groups(id).await;
+                if !groups.iter().all(|group| {
+                    known
+                        .iter()
+                        .any(|g| g.group == *group && g.leader.is_some())
+                }) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    // Entries applied on node 1, per partition: every send is at least one.
+    let applied = async || -> Vec<u64> {
+        let known = cluster.groups(1).await;
+        groups
+            .iter()
+            .map(|group| {
+                known
+                    .iter()
+                    .find(|g| g.group == *group)
+                    .and_then(|g| g.last_applied)
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let start = applied().await;
+    for i in 0..QUIET_SENDS {
+        let mut client = cluster.client(1 + i % 3);
+        send(&mut client, queue, &format!("quiet {i}"), None).await;
+    }
+    let quiet = wait_for(
+        ROUTING_TIMEOUT,
+        "node 1 applied the quiet sends in the first partition",
+        async || {
+            let now = applied().await;
+            (now[0] >= start[0] + QUIET_SENDS).then_some(now)
+        },
+    )
+    .await;
+    for (index, (before, after)) in start.iter().zip(&quiet).enumerate().skip(1) {
+        // Elections and hand-overs append a few entries of their own.
+        assert!(
+            after - before < QUIET_SENDS / 4,
+            "partition {index} took quiet sends: {start:?} → {quiet:?}"
+        );
+    }
+
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..BURST_SENDS {
+        let mut client = admin.clone();
+        burst.spawn(async move { send(&mut client, queue, &format!("burst {i}"), None).await });
+    }
+    burst.join_all().await;
+    wait_until(
+        ROUTING_TIMEOUT,
+        "the burst reached partitions other than the first",
+        async || {
+            let now = applied().await;
+            let others = |entries: &[u64]| entries[1..].iter().sum::<u64>();
+            // Sends merge into rounds, so a few entries; nothing else appends in a calm cluster.
+            others(&now) > others(&quiet)
+        },
+    )
+    .await;
+    assert_eq!(
+        approximate_total(&mut admin, queue).await,
+        QUIET_SENDS + BURST_SENDS as u64,
+        "every message is stored once"
     );
 }
 

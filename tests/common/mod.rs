@@ -68,6 +68,8 @@ pub struct ClusterOptions {
     pub in_flight_limit: Option<u64>,
     /// `--metrics-idle-timeout-s`, if not the node's default.
     pub metrics_idle_timeout_s: Option<u64>,
+    /// `--home-partition-sends`, if not the node's default.
+    pub home_partition_sends: Option<usize>,
 }
 
 impl Default for ClusterOptions {
@@ -78,6 +80,7 @@ impl Default for ClusterOptions {
             snapshot_entries: None,
             in_flight_limit: None,
             metrics_idle_timeout_s: None,
+            home_partition_sends: None,
         }
     }
 }
@@ -271,6 +274,9 @@ impl TestCluster {
         }
         if let Some(seconds) = options.metrics_idle_timeout_s {
             cmd.arg("--metrics-idle-timeout-s").arg(seconds.to_string());
+        }
+        if let Some(sends) = options.home_partition_sends {
+            cmd.arg("--home-partition-sends").arg(sends.to_string());
         }
         for peer in &peers {
             cmd.arg("--peer").arg(peer);

@@ -17,6 +17,7 @@ mod queue_metrics;
 mod redrive;
 mod request;
 mod routing;
+mod send_routing;
 pub mod validate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +51,7 @@ pub use in_flight::DEFAULT_IN_FLIGHT_LIMIT;
 use leader::{next_wake, release_command, wall_clock_ms, LocalLeader};
 use request::{GroupReply, GroupRequest};
 use routing::Router;
+pub use send_routing::DEFAULT_HOME_PARTITION_SENDS;
 use validate::{
     check_batch_ids, check_range, Sending, MAX_BATCH_ENTRIES, MAX_DELAY_SECONDS,
     MAX_VISIBILITY_TIMEOUT, MAX_WAIT_SECONDS,
@@ -86,6 +88,9 @@ pub struct BrokerConfig {
     pub request_timeout: Duration,
     /// Messages a queue may hold in flight (SQS: about 120,000), shared out over its partitions.
     pub in_flight_limit: u64,
+    /// Sends of one standard queue under way from this node below which the next one goes to the
+    /// queue's first partition (see [`send_routing`]); 0 spreads every send.
+    pub home_partition_sends: usize,
 }
 
 pub struct Broker {
@@ -94,6 +99,7 @@ pub struct Broker {
     config: BrokerConfig,
     receipts: ReceiptHandle,
     next_partition: AtomicUsize,
+    send_routing: send_routing::SendRouting,
     backlog_gauges: queue_metrics::BacklogGauges,
 }
 
@@ -108,6 +114,7 @@ impl Broker {
             config,
             receipts,
             next_partition: AtomicUsize::new(0),
+            send_routing: send_routing::SendRouting::default(),
             backlog_gauges: queue_metrics::BacklogGauges::default(),
         })
     }
@@ -672,7 +679,12 @@ impl Broker {
             }
         }
         let count = queue.partitions.len().max(1);
-        let turn = self.local_first(queue)[0];
+        let under_way = self.send_routing.begin(queue.id);
+        let turn = if self.sends_home(queue, under_way.before) {
+            0
+        } else {
+            self.local_first(queue)[0]
+        };
         let total = messages.len();
         let mut by_partition: BTreeMap<usize, (Vec<usize>, Vec<NewMessage>)> = BTreeMap::new();
         for (position, message) in messages.into_iter().enumerate() {
@@ -709,6 +721,31 @@ impl Broker {
             .into_iter()
             .map(|sent| sent.ok_or_else(|| FerryError::internal("a message was not stored")))
             .collect()
+    }
+
+    /// Whether a send of a standard queue, begun with `before` others of the queue under way
+    /// from this node, goes to the queue's first partition (see [`send_routing`]).
+    fn sends_home(&self, queue: &QueueRecord, before: usize) -> bool {
+        let Some(home) = queue.partitions.first().filter(|_| !queue.fifo) else {
+            return false;
+        };
+        // Only while this node's replica knows the home's leader: during its election the sends
+        // go where a leader is known.
+        let home_messages = self
+            .multi
+            .group(home.group)
+            .filter(|replica| replica.current_leader().is_some())
+            .and_then(|_| ferry_queue::message_count(&self.multi.read_state(home.group)).ok());
+        let share = self
+            .config
+            .in_flight_limit
+            .div_ceil(queue.partitions.len() as u64);
+        send_routing::goes_home(
+            before,
+            self.config.home_partition_sends,
+            home_messages,
+            share,
+        )
     }
 
     /// Stores prepared sends and completes their outputs.

@@ -15,7 +15,7 @@ mod record;
 
 pub use machine::{
     apply, approximate_counts, dead_letters, has_receivable_message, in_flight_reaches,
-    next_visibility_change, oldest_sent_at, receipt_expired,
+    message_count, next_visibility_change, oldest_sent_at, receipt_expired,
 };
 pub use memo::ReceivableMemo;
 pub use model::*;

@@ -1154,6 +1154,11 @@ pub fn approximate_counts<S: StateStore + ?Sized>(
     Ok(counts)
 }
 
+/// Messages the partition holds (visible, in flight or delayed): one read.
+pub fn message_count<S: StateStore + ?Sized>(store: &S) -> Result<u64, StoreError> {
+    Ok(read_meta(store)?.message_count)
+}
+
 /// Whether at least `limit` messages are in flight at `now_ms` (received, and neither deleted nor
 /// visible again). A message in flight was received at least once and is still indexed, so while
 /// fewer than `limit` are counted as such this costs one read; beyond, a scan of the index ahead

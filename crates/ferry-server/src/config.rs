@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// receives fail with OverLimit (SQS: about 120,000).
     #[arg(long, env = "FERRY_IN_FLIGHT_LIMIT")]
     pub in_flight_limit: Option<u64>,
+    /// Sends of one standard queue under way from this node below which the next one goes to the
+    /// queue's first partition, where sends from every node merge into shared Raft rounds; 0
+    /// spreads every send over the partitions this node leads.
+    #[arg(long, env = "FERRY_HOME_PARTITION_SENDS")]
+    pub home_partition_sends: Option<usize>,
     /// Seconds a metric series may stay unchanged before `/metrics` drops it (a deleted queue's).
     #[arg(long, env = "FERRY_METRICS_IDLE_TIMEOUT_S")]
     pub metrics_idle_timeout_s: Option<u64>,
@@ -85,6 +90,7 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     /// Messages a queue may hold in flight (SQS: about 120,000).
     pub in_flight_limit: Option<u64>,
+    pub home_partition_sends: Option<usize>,
     pub snapshot_entries: Option<u64>,
     pub metrics_idle_timeout_s: Option<u64>,
     /// Base of the queue URLs the SQS endpoint returns (`<base>/<account>/<queue>`); unset: the
@@ -213,6 +219,10 @@ impl ServeArgs {
         if in_flight_limit == 0 {
             bail!("in_flight_limit must be at least 1");
         }
+        let home_partition_sends = self
+            .home_partition_sends
+            .or(file.home_partition_sends)
+            .unwrap_or(ferry_broker::DEFAULT_HOME_PARTITION_SENDS);
         let metrics_idle_timeout_s = self
             .metrics_idle_timeout_s
             .or(file.metrics_idle_timeout_s)
@@ -284,6 +294,7 @@ impl ServeArgs {
                         .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
                 ),
                 in_flight_limit,
+                home_partition_sends,
             },
         })
     }
@@ -419,6 +430,10 @@ mod tests {
         assert_eq!(
             file.in_flight_limit,
             Some(ferry_broker::DEFAULT_IN_FLIGHT_LIMIT)
+        );
+        assert_eq!(
+            file.home_partition_sends,
+            Some(ferry_broker::DEFAULT_HOME_PARTITION_SENDS)
         );
         assert_eq!(file.sqs_auth.as_deref(), Some(DEFAULT_SQS_AUTH));
     }
