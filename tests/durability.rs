@@ -176,13 +176,17 @@ async fn an_idle_queues_log_is_purged_behind_a_snapshot() {
 }
 
 /// A 3-node cluster with `queue`, its partitions, and `count` acknowledged sends of one `size`-byte
-/// message each.
+/// message each, spread over every partition (as under load) so that each one's log grows.
 async fn start_and_send_large(
     queue: &str,
     count: usize,
     size: usize,
 ) -> (TestCluster, Vec<u64>, Ledger) {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let options = ClusterOptions {
+        home_partition_sends: Some(0),
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(3, options).await;
     create(&mut cluster.client(1), queue).await;
     let partitions = cluster
         .wait_for_queue_groups(queue, PARTITIONS as usize, CATCH_UP_TIMEOUT)
@@ -422,10 +426,13 @@ async fn delete_some(
 }
 
 /// Three nodes that snapshot every 20 entries (keeping a 4-entry log tail), so a short test moves
-/// replicas through snapshot transfers and restarts from flushed state and a short log.
+/// replicas through snapshot transfers and restarts from flushed state and a short log. Sends spread
+/// over every partition, as under load: concentrated in the first, they merge into so few entries
+/// that a follower back within a second may still find them in its leader's log.
 async fn start_with_small_snapshots() -> TestCluster {
     let options = ClusterOptions {
         snapshot_entries: Some(20),
+        home_partition_sends: Some(0),
         ..ClusterOptions::default()
     };
     TestCluster::start(3, options).await
