@@ -679,8 +679,12 @@ impl Broker {
             }
         }
         let count = queue.partitions.len().max(1);
-        let under_way = self.send_routing.begin(queue.id);
-        let turn = if self.sends_home(queue, under_way.before) {
+        // Counted for standard queues only: a FIFO message's group picks its partition.
+        let under_way = (!queue.fifo).then(|| self.send_routing.begin(queue.id));
+        let turn = if under_way
+            .as_ref()
+            .is_some_and(|under_way| self.sends_home(queue, under_way.before))
+        {
             0
         } else {
             self.local_first(queue)[0]
@@ -726,16 +730,17 @@ impl Broker {
     /// Whether a send of a standard queue, begun with `before` others of the queue under way
     /// from this node, goes to the queue's first partition (see [`send_routing`]).
     fn sends_home(&self, queue: &QueueRecord, before: usize) -> bool {
-        let Some(home) = queue.partitions.first().filter(|_| !queue.fifo) else {
+        let Some(home) = queue.partitions.first() else {
             return false;
         };
         // Only while this node's replica knows the home's leader: during its election the sends
         // go where a leader is known.
-        let home_messages = self
-            .multi
-            .group(home.group)
-            .filter(|replica| replica.current_leader().is_some())
-            .and_then(|_| ferry_queue::message_count(&self.multi.read_state(home.group)).ok());
+        let home_messages = || {
+            self.multi
+                .group(home.group)
+                .filter(|replica| replica.current_leader().is_some())
+                .and_then(|_| ferry_queue::message_count(&self.multi.read_state(home.group)).ok())
+        };
         let share = self
             .config
             .in_flight_limit

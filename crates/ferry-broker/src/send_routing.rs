@@ -68,16 +68,17 @@ impl Drop for SendUnderWay<'_> {
 }
 
 /// Whether a send that began with `before` others of its queue under way (fewer than
-/// `home_sends` go home) goes to the home partition, which holds `home_messages` (None: this node
-/// hosts no replica of it and cannot tell) of a per-partition in-flight share of `in_flight_share`.
+/// `home_sends` go home) goes to the home partition, which holds `home_messages()` (None: this
+/// node cannot tell) of a per-partition in-flight share of `in_flight_share`. The count is a read
+/// of the state, made only for a send that passes the cheap check first.
 pub(crate) fn goes_home(
     before: usize,
     home_sends: usize,
-    home_messages: Option<u64>,
+    home_messages: impl FnOnce() -> Option<u64>,
     in_flight_share: u64,
 ) -> bool {
     let room = HOME_MESSAGES.min(in_flight_share / 2);
-    before < home_sends && home_messages.is_some_and(|messages| messages < room)
+    before < home_sends && home_messages().is_some_and(|messages| messages < room)
 }
 
 #[cfg(test)]
@@ -102,17 +103,25 @@ mod tests {
 
     #[test]
     fn only_a_quiet_node_sends_home_and_only_while_home_has_room() {
-        assert!(goes_home(0, 8, Some(0), 30_000));
-        assert!(goes_home(7, 8, Some(HOME_MESSAGES - 1), 30_000));
-        assert!(!goes_home(8, 8, Some(0), 30_000), "a busy node spreads");
-        assert!(!goes_home(0, 0, Some(0), 30_000), "0 always spreads");
+        let holds = |messages| move || Some(messages);
+        assert!(goes_home(0, 8, holds(0), 30_000));
+        assert!(goes_home(7, 8, holds(HOME_MESSAGES - 1), 30_000));
+        assert!(!goes_home(8, 8, holds(0), 30_000), "a busy node spreads");
+        assert!(!goes_home(0, 0, holds(0), 30_000), "0 always spreads");
         assert!(
-            !goes_home(0, 8, Some(HOME_MESSAGES), 30_000),
+            !goes_home(0, 8, holds(HOME_MESSAGES), 30_000),
             "a full home spreads"
         );
-        assert!(!goes_home(0, 8, None, 30_000), "no replica here: spread");
+        assert!(!goes_home(0, 8, || None, 30_000), "cannot tell: spread");
         // A small in-flight limit: half of the partition's share.
-        assert!(goes_home(0, 8, Some(9), 20));
-        assert!(!goes_home(0, 8, Some(10), 20));
+        assert!(goes_home(0, 8, holds(9), 20));
+        assert!(!goes_home(0, 8, holds(10), 20));
+    }
+
+    #[test]
+    fn a_busy_node_does_not_read_the_home_count() {
+        let unread = || -> Option<u64> { panic!("read the home's count for a busy node") };
+        assert!(!goes_home(8, 8, unread, 30_000));
+        assert!(!goes_home(0, 0, unread, 30_000));
     }
 }
