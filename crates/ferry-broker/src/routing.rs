@@ -55,16 +55,16 @@ impl Router {
         let mut last_problem;
         let mut outcome_unknown = false;
         loop {
-            let target = hint
-                .take()
-                .or_else(|| self.local_leader_hint(group))
-                .unwrap_or_else(|| {
-                    attempt += 1;
-                    replicas
-                        .get(attempt % replicas.len().max(1))
-                        .copied()
-                        .unwrap_or(self.multi.node_id())
-                });
+            // The leader this node's replica believed in when the attempt began: a change from it
+            // ends the wait before the next one.
+            let believed = self.local_leader_hint(group);
+            let target = hint.take().or(believed).unwrap_or_else(|| {
+                attempt += 1;
+                replicas
+                    .get(attempt % replicas.len().max(1))
+                    .copied()
+                    .unwrap_or(self.multi.node_id())
+            });
             let mut unreachable = None;
             let result = if target == self.multi.node_id() {
                 // Bounded like a forwarded call, so that nothing a leader waits on can hold the
@@ -142,7 +142,16 @@ impl Router {
                     format!("partition {group} is unavailable (no leader with a quorum within {budget:?}): {last_problem}"),
                 ));
             }
-            tokio::time::sleep(backoff).await;
+            match self.multi.group(group) {
+                // This node is campaigning (a candidate names itself the leader) or has just won
+                // and refuses work until its election commits: look again soon.
+                Some(_) if believed == Some(self.multi.node_id()) => {
+                    tokio::time::sleep(BACKOFF_START).await
+                }
+                // A replica here hears of a new leader as soon as it is elected: go on at once then.
+                Some(replica) => replica.leader_changes_from(believed, backoff).await,
+                None => tokio::time::sleep(backoff).await,
+            }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }

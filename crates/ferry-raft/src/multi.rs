@@ -29,7 +29,12 @@ const HEARTBEAT_MS: u64 = 500;
 /// A follower that acknowledged a replication this recently needs no heartbeat.
 const HEARTBEAT_SUPPRESS_MS: u64 = 500;
 const ELECTION_MIN_MS: u64 = 1_500;
-const ELECTION_MAX_MS: u64 = 3_000;
+/// Also openraft's leader lease: a voter refuses every candidate until it has not heard its leader
+/// for this long.
+pub(crate) const ELECTION_MAX_MS: u64 = 3_000;
+/// Followers that campaign for a silent leader's group start within this many milliseconds of
+/// each other's sweeps, at random.
+const CAMPAIGN_SPREAD_MS: u64 = 200;
 /// A leader considers handing its group over at most this often.
 const HAND_OVER_INTERVAL_MS: u64 = 10_000;
 /// A leader hands its group over only if every follower answered a call sent this recently: a
@@ -102,6 +107,7 @@ impl GroupHandle {
             last_log_index: metrics.last_log_index,
             last_applied_index: metrics.last_applied.as_ref().map(|log_id| log_id.index),
             followers,
+            voters: metrics.membership_config.membership().voter_ids().collect(),
         }
     }
 
@@ -139,6 +145,22 @@ impl GroupHandle {
     pub fn current_leader(&self) -> Option<NodeId> {
         use openraft::type_config::async_runtime::WatchReceiver;
         self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Waits until this replica's leader is other than `known` (a new leader, or none since an
+    /// election began), or until `within` has passed.
+    pub async fn leader_changes_from(&self, known: Option<NodeId>, within: Duration) {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        let mut server = self.raft.server_metrics();
+        let changed = async {
+            while server.borrow_watched().current_leader == known {
+                if server.changed().await.is_err() {
+                    // The group stopped: nothing will change, so the whole wait passes.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, changed).await;
     }
 
     /// Hands leadership to `preferred` if this replica (`me`) leads the group, `preferred` is another
@@ -498,6 +520,15 @@ impl MultiRaft {
         node == self.node_id || self.liveness.steady(node, now, u64::MAX)
     }
 
+    /// The leader of `group` as this node's replica knows it, if that is this node or a peer heard
+    /// from in the last two ping intervals (0.6 s): a leader that died is taken for gone well before
+    /// the replica's election timeout (1.5–3 s) replaces it. None if no replica is hosted here.
+    pub fn lively_leader(&self, group: GroupId) -> Option<NodeId> {
+        let leader = self.group(group)?.current_leader()?;
+        (leader == self.node_id || self.liveness.lively(leader, quiet::clock_ms()))
+            .then_some(leader)
+    }
+
     /// Whether this node, counting itself, has heard from a majority of the members.
     fn hears_majority(&self, now: u64) -> bool {
         let heard = self
@@ -549,6 +580,18 @@ impl MultiRaft {
             match quiet::verdict(&view, &handle.activity, &self.liveness, now) {
                 Verdict::Keep => {}
                 Verdict::Wake => handle.wake("peer"),
+                Verdict::Campaign => {
+                    tracing::info!(group = %handle.group, leader = ?view.leader, "leader silent past its lease: campaigning");
+                    let raft = handle.raft.clone();
+                    // After a random pause, so that voters whose sweeps run in step do not split
+                    // their votes; pre-vote first, so that a leader the others still hear keeps
+                    // its group.
+                    let pause = Duration::from_millis(rand::random::<u64>() % CAMPAIGN_SPREAD_MS);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(pause).await;
+                        raft.trigger().elect(true).await
+                    });
+                }
                 Verdict::Quiesce => {
                     if handle.stop_ticking(now) {
                         self.tell_followers_quiet(&handle, &view);

@@ -16,6 +16,10 @@
 //!   follows it, has gone silent for [`SILENCE_TIMEOUT`] or restarted since the group went quiet. A follower woken that way has heard nothing for long, so
 //!   its first tick starts an election.
 //!
+//! - The same sweep makes a ticking follower campaign (a pre-vote) once its leader's node has been
+//!   silent past the voters' lease and it hears a majority ([`Verdict::Campaign`]): the other
+//!   voters would refuse it earlier, and its own timer may fire seconds later.
+//!
 //! Raft's safety never depends on timers, only its progress does; the cost of a wrong guess here is
 //! an election, or a failover slower by up to [`SILENCE_TIMEOUT`] plus one sweep.
 
@@ -35,6 +39,9 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 pub(crate) const SILENCE_TIMEOUT: Duration = Duration::from_millis(1_500);
 /// A node sends a peer an empty batch after this long without sending it anything.
 pub(crate) const PING_INTERVAL: Duration = Duration::from_millis(300);
+/// A peer not heard from for this long (two pings missed) is not sent work that could go elsewhere.
+pub(crate) const LIVELY_WITHIN: Duration =
+    Duration::from_millis(2 * PING_INTERVAL.as_millis() as u64);
 /// A heartbeat this soon after a follower went quiet may have left its leader before the leader
 /// stopped ticking: it does not wake the follower, which would then hear nothing more and start an
 /// election. (Appends with entries and votes always wake it.)
@@ -160,11 +167,21 @@ impl PeerLiveness {
     /// Whether `node` was heard within [`SILENCE_TIMEOUT`] of `now_ms` and has not restarted since
     /// `since_ms`.
     pub(crate) fn steady(&self, node: NodeId, now_ms: u64, since_ms: u64) -> bool {
+        self.heard_within(node, now_ms, SILENCE_TIMEOUT)
+            .is_some_and(|heard| heard.boot_seen_ms <= since_ms)
+    }
+
+    /// Whether `node` was heard within [`LIVELY_WITHIN`] of `now_ms`.
+    pub(crate) fn lively(&self, node: NodeId, now_ms: u64) -> bool {
+        self.heard_within(node, now_ms, LIVELY_WITHIN).is_some()
+    }
+
+    fn heard_within(&self, node: NodeId, now_ms: u64, within: Duration) -> Option<Heard> {
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.get(&node).is_some_and(|heard| {
-            now_ms.saturating_sub(heard.last_ms) < SILENCE_TIMEOUT.as_millis() as u64
-                && heard.boot_seen_ms <= since_ms
-        })
+        peers
+            .get(&node)
+            .filter(|heard| now_ms.saturating_sub(heard.last_ms) < within.as_millis() as u64)
+            .copied()
     }
 }
 
@@ -178,6 +195,7 @@ pub(crate) struct GroupView {
     pub last_applied_index: Option<u64>,
     /// On a leader: each follower's matched log index.
     pub followers: Vec<(NodeId, Option<u64>)>,
+    pub voters: Vec<NodeId>,
 }
 
 /// The sweep's verdict on one group.
@@ -188,7 +206,16 @@ pub(crate) enum Verdict {
     Quiesce,
     /// Tick again: a peer it depends on went silent or restarted.
     Wake,
+    /// A follower that has not heard its leader for longer than the voters' lease and hears a
+    /// majority of the voters: start an election now rather than when its own timer, randomised
+    /// between 1.5 and 3 s and refused while the lease runs, next fires (a killed leader was
+    /// replaced 4.5–6 s after the kill, docs/benchmarks.md twenty-sixth pass).
+    Campaign,
 }
+
+/// How long past the voters' lease a follower waits for its leader before it campaigns: the other
+/// voters heard the leader a little after it did.
+const LEASE_MARGIN_MS: u64 = 200;
 
 /// Decides whether a group goes quiet or wakes, at `now_ms`.
 pub(crate) fn verdict(
@@ -225,11 +252,31 @@ pub(crate) fn verdict(
                 });
             if settled {
                 Verdict::Quiesce
+            } else if leader_gone(view, liveness, now_ms) {
+                Verdict::Campaign
             } else {
                 Verdict::Keep
             }
         }
     }
+}
+
+/// Whether this voter's leader has been silent past the voters' lease while a majority of the
+/// voters, counting this one, are heard: an election would succeed.
+fn leader_gone(view: &GroupView, liveness: &PeerLiveness, now_ms: u64) -> bool {
+    let lease = Duration::from_millis(crate::multi::ELECTION_MAX_MS + LEASE_MARGIN_MS);
+    let heard = |node: NodeId| {
+        node == view.me
+            || liveness
+                .heard_within(node, now_ms, SILENCE_TIMEOUT)
+                .is_some()
+    };
+    let Some(leader) = view.leader.filter(|&leader| leader != view.me) else {
+        return false;
+    };
+    view.voters.contains(&view.me)
+        && liveness.heard_within(leader, now_ms, lease).is_none()
+        && view.voters.iter().filter(|&&node| heard(node)).count() * 2 > view.voters.len()
 }
 
 /// The leader's word that a group went quiet: a follower stops ticking only if it still follows
@@ -268,6 +315,7 @@ mod tests {
             last_log_index: Some(10),
             last_applied_index: Some(10),
             followers: vec![(2, Some(10)), (3, matched)],
+            voters: vec![1, 2, 3],
         }
     }
 
@@ -337,6 +385,45 @@ mod tests {
         // A follower node restarted: its leader wakes so that heartbeats reach the new process.
         liveness.heard_at(3, 8, 0, NOW);
         assert_eq!(judge(&leader_view(Some(10)), NOW), Verdict::Wake);
+    }
+
+    #[test]
+    fn a_follower_campaigns_once_its_leader_is_silent_past_the_lease_and_a_majority_is_heard() {
+        let liveness = live_peers();
+        let ticking = Activity::new();
+        let judge = |view: &GroupView, now: u64| verdict(view, &ticking, &liveness, now);
+        let past_lease = HEARD + crate::multi::ELECTION_MAX_MS + LEASE_MARGIN_MS;
+        assert_eq!(judge(&follower_view(), past_lease - 1), Verdict::Keep);
+        // Node 3, the other voter, is heard; node 1, the leader, is not.
+        liveness.heard_at(3, 7, 0, past_lease - 100);
+        assert_eq!(
+            judge(&follower_view(), past_lease - 1),
+            Verdict::Keep,
+            "lease still runs"
+        );
+        assert_eq!(judge(&follower_view(), past_lease), Verdict::Campaign);
+        let learner = GroupView {
+            voters: vec![1, 3],
+            ..follower_view()
+        };
+        assert_eq!(judge(&learner, past_lease), Verdict::Keep, "not a voter");
+        // Without the other voter no election can win.
+        let later = past_lease + SILENCE_TIMEOUT.as_millis() as u64;
+        assert_eq!(judge(&follower_view(), later), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_peer_two_pings_silent_is_not_lively_long_before_it_counts_as_down() {
+        let liveness = PeerLiveness::default();
+        assert!(!liveness.lively(2, HEARD), "never heard from");
+        liveness.heard_at(2, 7, 0, HEARD);
+        let missed_two = HEARD + LIVELY_WITHIN.as_millis() as u64;
+        assert!(liveness.lively(2, missed_two - 1));
+        assert!(!liveness.lively(2, missed_two));
+        assert!(
+            liveness.steady(2, missed_two, u64::MAX),
+            "not yet taken for down"
+        );
     }
 
     #[test]
