@@ -581,7 +581,10 @@ impl MultiRaft {
                 Verdict::Keep => {}
                 Verdict::Wake => handle.wake("peer"),
                 Verdict::Campaign => {
-                    tracing::info!(group = %handle.group, leader = ?view.leader, "leader silent past its lease: campaigning");
+                    // Debug, not info: a follower cut off from its leader alone campaigns at every
+                    // sweep, and the counter says so.
+                    tracing::debug!(group = %handle.group, leader = ?view.leader, "leader silent past its lease: campaigning");
+                    metrics::counter!("ferry_raft_campaigns_total").increment(1);
                     let raft = handle.raft.clone();
                     // After a random pause, so that voters whose sweeps run in step do not split
                     // their votes; pre-vote first, so that a leader the others still hear keeps
