@@ -209,7 +209,7 @@ pub(crate) enum Verdict {
     /// A follower that has not heard its leader for longer than the voters' lease and hears a
     /// majority of the voters: start an election now rather than when its own timer, randomised
     /// between 1.5 and 3 s and refused while the lease runs, next fires (a killed leader was
-    /// replaced 4.5–6 s after the kill, docs/benchmarks.md twenty-sixth pass).
+    /// replaced 4.6–5.1 s after the kill, docs/benchmarks.md twenty-sixth pass).
     Campaign,
 }
 
