@@ -531,12 +531,8 @@ impl MultiRaft {
 
     /// Whether this node, counting itself, has heard from a majority of the members.
     fn hears_majority(&self, now: u64) -> bool {
-        let heard = self
-            .members
-            .keys()
-            .filter(|&&node| self.hears(node, now))
-            .count();
-        heard * 2 > self.members.len()
+        self.liveness
+            .majority_heard(self.node_id, self.members.keys().copied(), now)
     }
 
     /// Records a message from `node`'s process `boot`, which decodes queue commands up to

@@ -171,6 +171,22 @@ impl PeerLiveness {
             .is_some_and(|heard| heard.boot_seen_ms <= since_ms)
     }
 
+    /// Whether `me`, counting itself, heard a majority of `nodes` within [`SILENCE_TIMEOUT`] of
+    /// `now_ms`.
+    pub(crate) fn majority_heard(
+        &self,
+        me: NodeId,
+        nodes: impl IntoIterator<Item = NodeId>,
+        now_ms: u64,
+    ) -> bool {
+        let (mut heard, mut all) = (0, 0);
+        for node in nodes {
+            all += 1;
+            heard += usize::from(node == me || self.steady(node, now_ms, u64::MAX));
+        }
+        heard * 2 > all
+    }
+
     /// Whether `node` was heard within [`LIVELY_WITHIN`] of `now_ms`.
     pub(crate) fn lively(&self, node: NodeId, now_ms: u64) -> bool {
         self.heard_within(node, now_ms, LIVELY_WITHIN).is_some()
@@ -265,18 +281,12 @@ pub(crate) fn verdict(
 /// voters, counting this one, are heard: an election would succeed.
 fn leader_gone(view: &GroupView, liveness: &PeerLiveness, now_ms: u64) -> bool {
     let lease = Duration::from_millis(crate::multi::ELECTION_MAX_MS + LEASE_MARGIN_MS);
-    let heard = |node: NodeId| {
-        node == view.me
-            || liveness
-                .heard_within(node, now_ms, SILENCE_TIMEOUT)
-                .is_some()
-    };
     let Some(leader) = view.leader.filter(|&leader| leader != view.me) else {
         return false;
     };
     view.voters.contains(&view.me)
         && liveness.heard_within(leader, now_ms, lease).is_none()
-        && view.voters.iter().filter(|&&node| heard(node)).count() * 2 > view.voters.len()
+        && liveness.majority_heard(view.me, view.voters.iter().copied(), now_ms)
 }
 
 /// The leader's word that a group went quiet: a follower stops ticking only if it still follows
