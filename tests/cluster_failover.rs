@@ -524,21 +524,40 @@ async fn leadership_returns_to_the_first_replica_after_a_restart() {
 
     let mut client = cluster.client(victim);
     let mut received: HashMap<String, usize> = HashMap::new();
-    wait_until(
-        DRAIN_TIMEOUT,
-        "every acknowledged send is received",
-        async || {
-            if let Ok(messages) =
-                common::receive_and_delete(&mut client, QUEUE, DRAIN_WAIT_SECONDS).await
-            {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut failed_receives = Vec::new();
+    while !ledger.acked.iter().all(|body| received.contains_key(body)) {
+        if Instant::now() >= deadline {
+            let missing: Vec<&String> = ledger
+                .acked
+                .iter()
+                .filter(|body| !received.contains_key(*body))
+                .collect();
+            let mut counts = Vec::new();
+            for node in cluster.running() {
+                counts.push((
+                    node,
+                    common::approximate_counts(&mut cluster.client(node), QUEUE).await,
+                ));
+                eprintln!("node {node} groups: {:?}", cluster.groups(node).await);
+            }
+            panic!(
+                "{} of {} acknowledged sends not received through node {victim} within {DRAIN_TIMEOUT:?} \
+                 (first: {:?}); failed receives: {failed_receives:?}; counts by node: {counts:?}",
+                missing.len(),
+                ledger.acked.len(),
+                &missing[..missing.len().min(10)],
+            );
+        }
+        match common::receive_and_delete(&mut client, QUEUE, DRAIN_WAIT_SECONDS).await {
+            Ok(messages) => {
                 for message in messages {
                     *received.entry(message.body).or_default() += 1;
                 }
             }
-            ledger.acked.iter().all(|body| received.contains_key(body))
-        },
-    )
-    .await;
+            Err(status) => failed_receives.push(status.to_string()),
+        }
+    }
     assert_no_loss_or_phantom(&ledger.attempted, &ledger.acked, &ledger.unknown, &received);
 }
 

@@ -617,6 +617,11 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: &str, wh
 
 /// Every message a queue holds, visible, in flight or delayed, by its Approximate* counters.
 pub async fn approximate_total(client: &mut FerryClient<Channel>, queue: &str) -> u64 {
+    approximate_counts(client, queue).await.iter().sum()
+}
+
+/// A queue's messages visible, in flight and delayed, by its Approximate* counters.
+pub async fn approximate_counts(client: &mut FerryClient<Channel>, queue: &str) -> [u64; 3] {
     let request = ferry_proto::v1::GetQueueAttributesRequest {
         queue_name: queue.to_string(),
         attribute_names: vec!["All".to_string()],
@@ -632,14 +637,12 @@ pub async fn approximate_total(client: &mut FerryClient<Channel>, queue: &str) -
         "ApproximateNumberOfMessagesNotVisible",
         "ApproximateNumberOfMessagesDelayed",
     ]
-    .iter()
     .map(|name| {
         attributes
-            .get(*name)
+            .get(name)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     })
-    .sum()
 }
 
 pub fn receive_request(queue: &str, max: u32, wait_seconds: u32) -> ReceiveMessageRequest {

@@ -7,7 +7,8 @@
 //!
 //! - A leader whose group has had no proposal for [`QUIET_AFTER`], whose followers all hold its
 //!   whole log and whose follower nodes it hears from, stops its tick and tells each follower
-//!   (a `Quiesce` call); a follower that still follows it with the same log stops its tick too.
+//!   (a `Quiesce` call); a follower that still follows it with the same log, all of it applied,
+//!   stops its tick too.
 //! - Each node pings every peer it has sent nothing to for [`PING_INTERVAL`], so it knows which peers
 //!   it hears from even when no group is busy ([`PeerLiveness`]). That one failure detector per
 //!   node pair stands in for the election timers of the quiet groups.
@@ -290,7 +291,12 @@ fn leader_gone(view: &GroupView, liveness: &PeerLiveness, now_ms: u64) -> bool {
 }
 
 /// The leader's word that a group went quiet: a follower stops ticking only if it still follows
-/// that leader in that term and holds the same log.
+/// that leader in that term, holds the same log and has applied all of it. The leader sends this
+/// only once it has applied its whole log, so every entry is committed; but a follower learns that
+/// from the leader's next heartbeat, and a quiet leader sends none. A follower that restarted with
+/// the last entry in its log but not yet the news of its commit would otherwise stay behind until
+/// the group's next write, and its node would not see those messages (a drain through it waited
+/// 90 s in vain): it refuses, the leader ticks again, and its heartbeats bring the commit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct QuiesceRequest {
     pub leader: NodeId,
@@ -304,6 +310,7 @@ impl QuiesceRequest {
             && follower.leader != Some(follower.me)
             && follower.term == self.term
             && follower.last_log_index == Some(self.last_log_index)
+            && follower.last_applied_index == Some(self.last_log_index)
     }
 }
 
@@ -483,7 +490,7 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_quiesces_only_for_its_leader_in_its_term_with_the_same_log() {
+    fn a_follower_quiesces_only_for_its_leader_in_its_term_with_the_same_log_applied() {
         let request = QuiesceRequest {
             leader: 1,
             term: 4,
@@ -506,6 +513,14 @@ mod tests {
         ] {
             assert!(!stale.accepted_by(&follower_view()));
         }
+        let uncommitted = GroupView {
+            last_applied_index: Some(9),
+            ..follower_view()
+        };
+        assert!(
+            !request.accepted_by(&uncommitted),
+            "the last entry not yet applied"
+        );
         assert!(!request.accepted_by(&leader_view(Some(10))));
     }
 }
