@@ -51,6 +51,8 @@ const SENDERS_TIMEOUT: Duration = Duration::from_secs(120);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(90);
 /// Empty receives in a row that, with every acknowledged body seen, mean a queue is drained.
 const EMPTY_RECEIVES_TO_STOP: usize = 3;
+/// Groups go quiet after 3 s without proposals, plus sweeps and the followers' acknowledgements.
+const QUIET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Long-poll wait of a drain receive.
 const DRAIN_WAIT_SECONDS: u32 = 1;
 /// The share of bodies that must be acknowledged: with one node of three down at a time, the
@@ -347,8 +349,6 @@ async fn drain(
 /// survivors notice the silent node, wake, elect a new leader and serve the queue again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_groups_wake_for_requests_and_after_a_leader_crash() {
-    /// Quiet after 3 s without proposals, plus sweeps and the followers' acknowledgements.
-    const QUIET_TIMEOUT: Duration = Duration::from_secs(30);
     const QUEUE: &str = "quiet";
     let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
     let mut client = cluster.client(1);
@@ -357,21 +357,7 @@ async fn quiet_groups_wake_for_requests_and_after_a_leader_crash() {
         async |client: &mut FerryClient<Channel>, body: &str| send_body(client, QUEUE, body).await;
     send(&mut client, "before").await.expect("send before");
 
-    let all_quiet = async |cluster: &TestCluster| {
-        for id in cluster.running() {
-            let groups = cluster.try_groups(id).await.unwrap_or_default();
-            if groups.is_empty() || groups.iter().any(|g| !g.quiet) {
-                return false;
-            }
-        }
-        true
-    };
-    wait_until(
-        QUIET_TIMEOUT,
-        "every group on every node is quiet",
-        async || all_quiet(&cluster).await,
-    )
-    .await;
+    cluster.wait_until_quiet_and_level(QUIET_TIMEOUT).await;
     let leader = cluster
         .leader_of(group)
         .await
@@ -421,10 +407,7 @@ async fn quiet_groups_wake_for_requests_and_after_a_leader_crash() {
     received.sort();
     assert_eq!(received, ["awake", "before"]);
 
-    wait_until(QUIET_TIMEOUT, "every group is quiet again", async || {
-        all_quiet(&cluster).await
-    })
-    .await;
+    cluster.wait_until_quiet_and_level(QUIET_TIMEOUT).await;
     let leader = cluster
         .leader_of(group)
         .await
@@ -521,6 +504,11 @@ async fn leadership_returns_to_the_first_replica_after_a_restart() {
             .contains("handing leadership to the preferred replica"),
         "node {stand_in} led group {group} while node {victim} was down and should have handed it back"
     );
+
+    // Idle from here on: every group goes quiet, and only with each replica holding all that its
+    // leader applied (a follower that restarted with the last entry but not the news of its
+    // commit once went quiet an entry behind, and the drain through its node missed that entry).
+    cluster.wait_until_quiet_and_level(QUIET_TIMEOUT).await;
 
     let mut client = cluster.client(victim);
     let mut received: HashMap<String, usize> = HashMap::new();

@@ -404,6 +404,53 @@ impl TestCluster {
             .unwrap_or_else(|| panic!("node {id} did not answer /debug/groups"))
     }
 
+    /// Whether every group on every running node is quiet (ticks no more).
+    async fn all_quiet(&self) -> bool {
+        for id in self.running() {
+            let groups = self.try_groups(id).await.unwrap_or_default();
+            if groups.is_empty() || groups.iter().any(|g| !g.quiet) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Waits until every group on every running node is quiet, then asserts that each replica
+    /// applied exactly as far as its group's leader: a quiet replica left behind would stay behind
+    /// until the group's next write, and receives through its node, which look at the local replica
+    /// first, would not see what it lacks.
+    pub async fn wait_until_quiet_and_level(&self, timeout: Duration) {
+        wait_until(timeout, "every group on every node is quiet", async || {
+            self.all_quiet().await
+        })
+        .await;
+        self.assert_replicas_level().await;
+    }
+
+    /// Panics unless every replica on a running node has applied exactly as far as its group's
+    /// leader (meant for a quiet cluster, where nothing moves).
+    async fn assert_replicas_level(&self) {
+        let mut replicas = Vec::new();
+        for id in self.running() {
+            replicas.extend(self.groups(id).await.into_iter().map(|g| (id, g)));
+        }
+        let leaders: HashMap<u64, Option<u64>> = replicas
+            .iter()
+            .filter(|(_, g)| g.is_leader)
+            .map(|(_, g)| (g.group, g.last_applied))
+            .collect();
+        for (id, replica) in &replicas {
+            let at_leader = leaders
+                .get(&replica.group)
+                .unwrap_or_else(|| panic!("group {} has no leader: {replicas:?}", replica.group));
+            assert_eq!(
+                replica.last_applied, *at_leader,
+                "node {id}'s replica of group {} is not level with its leader: {replicas:?}",
+                replica.group
+            );
+        }
+    }
+
     /// The node that leads `group`, if exactly one running node says it does.
     pub async fn leader_of(&self, group: u64) -> Option<u64> {
         let mut leaders = Vec::new();
