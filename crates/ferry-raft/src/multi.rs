@@ -28,7 +28,7 @@ use crate::types::{index_of, Entry, LogId, Raft, TypeConfig};
 const HEARTBEAT_MS: u64 = 500;
 /// A follower that acknowledged a replication this recently needs no heartbeat.
 const HEARTBEAT_SUPPRESS_MS: u64 = 500;
-const ELECTION_MIN_MS: u64 = 1_500;
+pub(crate) const ELECTION_MIN_MS: u64 = 1_500;
 /// Also openraft's leader lease: a voter refuses every candidate until it has not heard its leader
 /// for this long.
 pub(crate) const ELECTION_MAX_MS: u64 = 3_000;
@@ -581,6 +581,7 @@ impl MultiRaft {
                     // sweep, and the counter says so.
                     tracing::debug!(group = %handle.group, leader = ?view.leader, "leader silent past its lease: campaigning");
                     metrics::counter!("ferry_raft_campaigns_total").increment(1);
+                    handle.activity.campaigned(now);
                     let raft = handle.raft.clone();
                     // After a random pause, so that voters whose sweeps run in step do not split
                     // their votes; pre-vote first, so that a leader the others still hear keeps

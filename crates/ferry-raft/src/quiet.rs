@@ -60,6 +60,8 @@ pub(crate) struct Activity {
     last_active_ms: AtomicU64,
     /// When the group went quiet; 0 while it ticks.
     quiet_since_ms: AtomicU64,
+    /// When this replica last campaigned on the sweep's word; 0 if never.
+    campaigned_ms: AtomicU64,
 }
 
 impl Activity {
@@ -67,6 +69,7 @@ impl Activity {
         Self {
             last_active_ms: AtomicU64::new(clock_ms()),
             quiet_since_ms: AtomicU64::new(0),
+            campaigned_ms: AtomicU64::new(0),
         }
     }
 
@@ -119,6 +122,19 @@ impl Activity {
     /// Marks the group ticking; true if it was quiet.
     pub(crate) fn end_quiet(&self) -> bool {
         self.quiet_since_ms.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Records a campaign started at `now_ms`.
+    pub(crate) fn campaigned(&self, now_ms: u64) {
+        self.campaigned_ms.store(now_ms, Ordering::Release);
+    }
+
+    /// Whether the last campaign, if any, was at least [`CAMPAIGN_BACKOFF`] before `now_ms`.
+    fn may_campaign(&self, now_ms: u64) -> bool {
+        match self.campaigned_ms.load(Ordering::Acquire) {
+            0 => true,
+            at => now_ms.saturating_sub(at) >= CAMPAIGN_BACKOFF.as_millis() as u64,
+        }
     }
 }
 
@@ -233,6 +249,14 @@ pub(crate) enum Verdict {
 /// How long past the voters' lease a follower waits for its leader before it campaigns: the other
 /// voters heard the leader a little after it did.
 const LEASE_MARGIN_MS: u64 = 200;
+/// Between two campaigns of one replica. A follower that still names the silent leader after its
+/// campaign had its pre-vote refused: the other voters still hear that leader (a follower cut off
+/// from its leader alone). Trying again at every sweep made three times the calls openraft's own
+/// election timer makes (133 campaigns in one CI partition suite); this is that timer's shortest
+/// timeout. (A pre-vote that passes starts an election, after which the replica no longer names
+/// the silent leader and the sweep no longer campaigns for it: openraft's timer retries a split
+/// vote.)
+const CAMPAIGN_BACKOFF: Duration = Duration::from_millis(crate::multi::ELECTION_MIN_MS);
 
 /// Decides whether a group goes quiet or wakes, at `now_ms`.
 pub(crate) fn verdict(
@@ -269,7 +293,7 @@ pub(crate) fn verdict(
                 });
             if settled {
                 Verdict::Quiesce
-            } else if leader_gone(view, liveness, now_ms) {
+            } else if leader_gone(view, liveness, now_ms) && activity.may_campaign(now_ms) {
                 Verdict::Campaign
             } else {
                 Verdict::Keep
@@ -427,6 +451,22 @@ mod tests {
         // Without the other voter no election can win.
         let later = past_lease + SILENCE_TIMEOUT.as_millis() as u64;
         assert_eq!(judge(&follower_view(), later), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_refused_campaign_is_not_repeated_before_the_backoff() {
+        let liveness = live_peers();
+        let ticking = Activity::new();
+        let judge = |now: u64| verdict(&follower_view(), &ticking, &liveness, now);
+        let past_lease = HEARD + crate::multi::ELECTION_MAX_MS + LEASE_MARGIN_MS;
+        liveness.heard_at(3, 7, 0, past_lease);
+        assert_eq!(judge(past_lease), Verdict::Campaign);
+        ticking.campaigned(past_lease);
+        let backoff = CAMPAIGN_BACKOFF.as_millis() as u64;
+        // The other voter is still heard and the leader still named, not heard: refused.
+        liveness.heard_at(3, 7, 0, past_lease + backoff);
+        assert_eq!(judge(past_lease + backoff - 1), Verdict::Keep);
+        assert_eq!(judge(past_lease + backoff), Verdict::Campaign);
     }
 
     #[test]
