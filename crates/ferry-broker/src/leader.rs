@@ -108,7 +108,9 @@ impl LocalLeader {
             }
             GroupRequest::LookupQueue(name) => {
                 let catalog = self.read_catalog(&handle).await?;
-                Ok(GroupReply::Queue(catalog.queues.get(&name).cloned()))
+                Ok(GroupReply::Queue(
+                    catalog.queues.get(&name).map(|queue| (**queue).clone()),
+                ))
             }
             GroupRequest::ListQueues {
                 prefix,

@@ -1343,7 +1343,7 @@ impl Broker {
     /// know it yet, from the catalog leader.
     async fn queue(&self, name: &str) -> Result<QueueRecord, FerryError> {
         if let Some(queue) = self.multi.catalog().borrow().queues.get(name) {
-            return Ok(queue.clone());
+            return Ok(QueueRecord::clone(queue));
         }
         self.current_queue(name).await
     }

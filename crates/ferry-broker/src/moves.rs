@@ -8,6 +8,7 @@
 //! sends them again and the deduplication key (5-minute window) keeps them from being stored twice.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use ferry_catalog::{CatalogCommand, CatalogResult, MoveTask, MoveTaskStatus, QueueRecord};
@@ -90,7 +91,7 @@ impl Broker {
     async fn move_round(
         &self,
         task: &MoveTask,
-        queues: &BTreeMap<String, QueueRecord>,
+        queues: &BTreeMap<String, Arc<QueueRecord>>,
     ) -> (u64, Result<bool, FerryError>) {
         let Some(source) = queues.get(&task.source) else {
             return (
@@ -149,7 +150,7 @@ impl Broker {
     async fn move_messages(
         &self,
         task: &MoveTask,
-        queues: &BTreeMap<String, QueueRecord>,
+        queues: &BTreeMap<String, Arc<QueueRecord>>,
         group: GroupId,
         replicas: &[u64],
         taken: Vec<ferry_queue::ReceivedMessage>,

@@ -7,7 +7,8 @@
 //!
 //! Rule: no IO; state lives behind `ferry_queue::StateStore`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ferry_queue::{StateStore, StoreError};
 use ferry_types::{ErrorCode, FerryError, GroupId, NodeId};
@@ -164,12 +165,15 @@ pub enum CatalogResult {
     Failed(FerryError),
 }
 
-/// Applies one catalog command at the leader-stamped time `now_ms`.
+/// Applies one catalog command at the leader-stamped time `now_ms`; notes in `written` the keys it
+/// wrote, from which [`CatalogView::refresh`] brings a view up to date.
 pub fn apply(
     store: &mut dyn StateStore,
     now_ms: u64,
     command: &CatalogCommand,
+    written: &mut Written,
 ) -> Result<CatalogResult, StoreError> {
+    let store = &mut Recording { store, written };
     let outcome = match command {
         CatalogCommand::CreateQueue {
             name,
@@ -291,38 +295,144 @@ pub fn apply(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatalogView {
     /// Every queue, by name.
-    pub queues: BTreeMap<String, QueueRecord>,
+    pub queues: BTreeMap<String, Arc<QueueRecord>>,
     /// Message move tasks by id.
     pub move_tasks: BTreeMap<u64, MoveTask>,
     /// The highest group id ever assigned: a local group at or below it that no queue lists belongs
     /// to a deleted queue.
     pub last_group_id: u64,
-    /// The queue each partition group belongs to, by name.
-    queue_by_group: BTreeMap<GroupId, String>,
+    /// The queue each partition group belongs to.
+    queue_by_group: BTreeMap<GroupId, Arc<QueueRecord>>,
 }
 
 impl CatalogView {
     /// The queue whose partition `group` is.
     pub fn queue_of_group(&self, group: GroupId) -> Option<&QueueRecord> {
-        self.queues.get(self.queue_by_group.get(&group)?)
+        self.queue_by_group.get(&group).map(|queue| &**queue)
+    }
+
+    /// Brings the view up to date with the writes noted in `written`, made to `store` since the
+    /// view was read, by reading those records again. Reading the whole catalog after every change
+    /// cost the 2,000th queue's creation milliseconds on every node (docs/benchmarks.md,
+    /// twenty-eighth pass); a clone of the view shares the queue records.
+    pub fn refresh(&mut self, store: &dyn StateStore, written: &Written) -> Result<(), StoreError> {
+        if written.everything {
+            *self = load(store)?;
+            return Ok(());
+        }
+        for key in &written.keys {
+            match key.split_first() {
+                Some((&QUEUE_PREFIX, name)) => {
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    self.forget_queue(&name);
+                    if let Some(queue) = get_queue(store, &name)? {
+                        self.remember_queue(Arc::new(queue));
+                    }
+                }
+                Some((&MOVE_TASK_PREFIX, id)) => {
+                    let id = u64::from_be_bytes(id.try_into().map_err(|_| {
+                        StoreError(format!("corrupt catalog move task key {key:?}"))
+                    })?);
+                    match get(store, key)? {
+                        Some(bytes) => self.move_tasks.insert(id, decode(&bytes)?),
+                        None => self.move_tasks.remove(&id),
+                    };
+                }
+                _ if key.as_slice() == META_KEY => {
+                    self.last_group_id = get(store, META_KEY)?
+                        .map(|v| decode::<CatalogMeta>(&v))
+                        .transpose()?
+                        .unwrap_or_default()
+                        .next_group_id;
+                }
+                // Names of deleted queues: not part of the view.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn remember_queue(&mut self, queue: Arc<QueueRecord>) {
+        for partition in &queue.partitions {
+            self.queue_by_group.insert(partition.group, queue.clone());
+        }
+        self.queues.insert(queue.name.clone(), queue);
+    }
+
+    fn forget_queue(&mut self, name: &str) {
+        if let Some(queue) = self.queues.remove(name) {
+            for partition in &queue.partitions {
+                self.queue_by_group.remove(&partition.group);
+            }
+        }
+    }
+}
+
+/// The catalog keys that applied commands wrote (see [`CatalogView::refresh`]).
+#[derive(Debug, Default)]
+pub struct Written {
+    keys: BTreeSet<Vec<u8>>,
+    /// A range was deleted: the view must be read whole.
+    everything: bool,
+}
+
+impl Written {
+    /// Notes that the state changed in ways not recorded here (a snapshot replaced it, or an
+    /// apply failed half-way): the next refresh reads the whole catalog.
+    pub fn everything() -> Self {
+        Self {
+            keys: BTreeSet::new(),
+            everything: true,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && !self.everything
+    }
+}
+
+/// The store `apply` writes through: it notes every key written.
+struct Recording<'a> {
+    store: &'a mut dyn StateStore,
+    written: &'a mut Written,
+}
+
+impl StateStore for Recording<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(key)
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.store.scan(start, end, visit)
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.written.keys.insert(key.clone());
+        self.store.put(key, value);
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.written.keys.insert(key.clone());
+        self.store.delete(key);
+    }
+
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        self.written.everything = true;
+        self.store.delete_range(start, end);
     }
 }
 
 /// Reads the whole catalog.
 pub fn load(store: &dyn StateStore) -> Result<CatalogView, StoreError> {
-    let queues: BTreeMap<String, QueueRecord> = records::<QueueRecord>(store, QUEUE_PREFIX)?
-        .into_iter()
-        .map(|queue| (queue.name.clone(), queue))
-        .collect();
-    let queue_by_group = queues
-        .values()
-        .flat_map(|queue| {
-            queue
-                .partitions
-                .iter()
-                .map(|p| (p.group, queue.name.clone()))
-        })
-        .collect();
+    let mut view = CatalogView::default();
+    for queue in records::<QueueRecord>(store, QUEUE_PREFIX)? {
+        view.remember_queue(Arc::new(queue));
+    }
     let move_tasks = records::<MoveTask>(store, MOVE_TASK_PREFIX)?
         .into_iter()
         .map(|task| (task.id, task))
@@ -332,10 +442,9 @@ pub fn load(store: &dyn StateStore) -> Result<CatalogView, StoreError> {
         .transpose()?
         .unwrap_or_default();
     Ok(CatalogView {
-        queues,
         move_tasks,
         last_group_id: meta.next_group_id,
-        queue_by_group,
+        ..view
     })
 }
 
@@ -584,4 +693,123 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError(format!("corrupt catalog record: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition's key space in memory.
+    #[derive(Default)]
+    struct MemStore(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl StateStore for MemStore {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.0.get(key).cloned())
+        }
+
+        fn scan(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), StoreError> {
+            for (key, value) in self.0.range(start.to_vec()..end.to_vec()) {
+                if !visit(key, value) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+
+        fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+            self.0.insert(key, value);
+        }
+
+        fn delete(&mut self, key: Vec<u8>) {
+            self.0.remove(&key);
+        }
+
+        fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+            self.0.retain(|key, _| *key < start || *key >= end);
+        }
+    }
+
+    fn create(name: &str) -> CatalogCommand {
+        CatalogCommand::CreateQueue {
+            name: name.into(),
+            fifo: false,
+            attributes: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            partitions: 2,
+            replication_factor: 3,
+            nodes: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn a_refreshed_view_is_the_view_read_whole() {
+        let commands = [
+            create("orders"),
+            create("payments"),
+            create("orders"),
+            create("audit"),
+            CatalogCommand::SetAttributes {
+                name: "payments".into(),
+                attributes: BTreeMap::from([("DelaySeconds".into(), "5".into())]),
+            },
+            CatalogCommand::StartMoveTask {
+                source: "audit".into(),
+                destination: Some("orders".into()),
+                max_per_second: None,
+                to_move: 3,
+            },
+            CatalogCommand::DeleteQueue {
+                name: "orders".into(),
+            },
+            // Refused: a deleted queue's name is taken for a while (SQS).
+            create("orders"),
+            CatalogCommand::DeleteQueue {
+                name: "missing".into(),
+            },
+        ];
+        let mut store = MemStore::default();
+        let mut view = load(&store).unwrap();
+        for (at, command) in commands.iter().enumerate() {
+            let mut written = Written::default();
+            apply(&mut store, 1_000 + at as u64, command, &mut written).unwrap();
+            view.refresh(&store, &written).unwrap();
+            assert_eq!(view, load(&store).unwrap(), "after {command:?}");
+        }
+        assert_eq!(
+            view.queues.keys().collect::<Vec<_>>(),
+            ["audit", "payments"]
+        );
+        assert_eq!(view.move_tasks.len(), 1);
+        let payments = &view.queues["payments"];
+        assert_eq!(payments.attributes["DelaySeconds"], "5");
+        assert_eq!(
+            view.queue_of_group(payments.partitions[1].group)
+                .map(|q| &q.name),
+            Some(&payments.name)
+        );
+        assert_eq!(view.last_group_id, 6);
+    }
+
+    #[test]
+    fn a_command_that_changes_nothing_writes_nothing() {
+        let mut store = MemStore::default();
+        apply(&mut store, 1, &create("orders"), &mut Written::default()).unwrap();
+        let mut written = Written::default();
+        apply(
+            &mut store,
+            2,
+            &CatalogCommand::DeleteQueue {
+                name: "missing".into(),
+            },
+            &mut written,
+        )
+        .unwrap();
+        assert!(written.is_empty());
+    }
 }

@@ -1,6 +1,6 @@
 //! The groups hosted by one node: starting, finding, reconciling with the catalog, stopping.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -423,50 +423,70 @@ impl MultiRaft {
     }
 
     /// Brings the groups on this node in line with the catalog: starts every partition placed here,
-    /// removes partitions of deleted queues.
-    pub async fn reconcile(&self, catalog: &CatalogView) -> io::Result<()> {
-        let mut wanted = BTreeMap::new();
-        for queue in catalog.queues.values() {
-            for partition in &queue.partitions {
-                if partition.replicas.contains(&self.node_id) {
-                    wanted.insert(partition.group, partition.replicas.clone());
-                }
-            }
-        }
-        for (group, replicas) in &wanted {
-            if self.group(*group).is_none() {
-                self.start_group(*group, replicas).await?;
-            }
+    /// removes partitions of deleted queues. `strays` are the groups with data on this node that
+    /// run nowhere here (a group of a queue this replica's catalog has not caught up with); `None`
+    /// has them read from disk, as on the first pass and after a failed one (a removal or a start
+    /// may have stopped half-way). Reading them is a seek per group, and a pass runs on every
+    /// catalog change: each pass reading them made creating the 2,000th queue cost the nodes 37 ms
+    /// of CPU (docs/benchmarks.md, twenty-eighth pass).
+    async fn reconcile(
+        &self,
+        catalog: &CatalogView,
+        strays: &mut Option<BTreeSet<GroupId>>,
+    ) -> io::Result<()> {
+        let on_disk = match strays.take() {
+            Some(strays) => strays,
+            None => self.db.groups_on_disk()?.into_iter().collect(),
+        };
+        let wanted: BTreeMap<GroupId, &[NodeId]> = catalog
+            .queues
+            .values()
+            .flat_map(|queue| &queue.partitions)
+            .filter(|partition| partition.replicas.contains(&self.node_id))
+            .map(|partition| (partition.group, partition.replicas.as_slice()))
+            .collect();
+        let missing: Vec<(GroupId, &[NodeId])> = {
+            let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+            wanted
+                .iter()
+                .filter(|(group, _)| !groups.contains_key(group))
+                .map(|(group, replicas)| (*group, *replicas))
+                .collect()
+        };
+        for (group, replicas) in missing {
+            self.start_group(group, replicas).await?;
         }
         // Only groups the catalog has assigned and no longer lists are removed: a group above
         // `last_group_id` belongs to a queue this replica's catalog has not caught up with yet.
-        let mut present: Vec<GroupId> = self
+        let running: BTreeSet<GroupId> = self
             .groups
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .copied()
             .collect();
-        present.extend(self.db.groups_on_disk()?);
-        present.sort_unstable();
-        present.dedup();
-        for group in present {
+        let mut left = BTreeSet::new();
+        for group in running.union(&on_disk).copied() {
             if !group.is_catalog()
                 && group.0 <= catalog.last_group_id
                 && !wanted.contains_key(&group)
             {
                 self.remove_group(group).await?;
+            } else if !running.contains(&group) {
+                left.insert(group);
             }
         }
+        *strays = Some(left);
         Ok(())
     }
 
     /// Keeps the local groups in line with the catalog until `shutdown` fires.
     pub async fn run_reconciler(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut catalog = self.catalog();
+        let mut strays = None;
         loop {
             let view = catalog.borrow_and_update().clone();
-            if let Err(error) = self.reconcile(&view).await {
+            if let Err(error) = self.reconcile(&view, &mut strays).await {
                 tracing::error!(%error, "reconciling groups with the catalog failed");
             }
             tokio::select! {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferry_catalog::CatalogView;
+use ferry_catalog::{CatalogView, Written};
 use ferry_queue::{ApplyContext, Indexed, ReceivableMemo};
 use ferry_storage::{GroupState, LogStore, NodeDb, SnapshotData, SnapshotFile};
 use ferry_types::GroupId;
@@ -49,6 +49,8 @@ pub struct GroupStateMachine {
     signals: Arc<GroupSignals>,
     /// Set on the catalog group only.
     catalog: Option<watch::Sender<Catalog>>,
+    /// Catalog keys written since the catalog was last published.
+    catalog_written: Written,
     /// The group's log, told what is applied so it stops keeping those entries in memory.
     log: LogStore<TypeConfig>,
     /// Held while the current snapshot record changes: an install and a snapshot being taken may
@@ -70,13 +72,14 @@ impl GroupStateMachine {
         signals
             .last_time_ms
             .store(applied.last_time_ms, Ordering::Release);
-        let machine = Self {
+        let mut machine = Self {
             db,
             group,
             state,
             applied,
             signals,
             catalog,
+            catalog_written: Written::everything(),
             log,
             snapshot_record: Arc::default(),
         };
@@ -105,20 +108,29 @@ impl GroupStateMachine {
                     .map(|applied| (CommandResult::Queue(applied.result), applied.indexed))
             }
             (CommandBody::Catalog(command), true) => {
-                ferry_catalog::apply(&mut self.state, now_ms, &command)
+                ferry_catalog::apply(&mut self.state, now_ms, &command, &mut self.catalog_written)
                     .map(|result| (CommandResult::Catalog(result), None))
             }
             _ => Ok((CommandResult::WrongGroup, None)),
         };
         result.map_err(|e| {
             self.state.discard();
+            self.catalog_written = Written::everything();
             io::Error::other(e)
         })
     }
 
-    fn publish_catalog(&self) -> io::Result<()> {
+    /// Publishes the catalog as applied, if a command changed it: the published view refreshed
+    /// from the keys written since, or read whole after an open or a snapshot install.
+    fn publish_catalog(&mut self) -> io::Result<()> {
+        let written = std::mem::take(&mut self.catalog_written);
         if let Some(catalog) = &self.catalog {
-            let view = ferry_catalog::load(&self.state).map_err(io::Error::other)?;
+            if written.is_empty() {
+                return Ok(());
+            }
+            let mut view = CatalogView::clone(&catalog.borrow());
+            view.refresh(&self.state, &written)
+                .map_err(io::Error::other)?;
             catalog.send_replace(Arc::new(view));
         }
         Ok(())
@@ -190,7 +202,6 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut catalog_changed = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             self.applied.last_log_id = Some(entry.log_id);
             let (result, indexed) = match entry.payload {
@@ -201,7 +212,6 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                     (CommandResult::None, None)
                 }
                 EntryPayload::Normal(command) => {
-                    catalog_changed |= matches!(command.body, CommandBody::Catalog(_));
                     self.apply_command(command, &entry.log_id, responder.is_some())?
                 }
             };
@@ -218,9 +228,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         if let Some(applied) = self.applied.last_log_id {
             self.log.forget_applied(applied.index);
         }
-        if catalog_changed {
-            self.publish_catalog()?;
-        }
+        self.publish_catalog()?;
         self.signals.applied.notify_waiters();
         Ok(())
     }
@@ -280,6 +288,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         self.signals
             .last_time_ms
             .store(self.applied.last_time_ms, Ordering::Release);
+        self.catalog_written = Written::everything();
         self.publish_catalog()?;
         self.signals.applied.notify_waiters();
         Ok(())
