@@ -312,9 +312,8 @@ impl CatalogView {
     }
 
     /// Brings the view up to date with the writes noted in `written`, made to `store` since the
-    /// view was read, by reading those records again. Reading the whole catalog after every change
-    /// cost the 2,000th queue's creation milliseconds on every node (docs/benchmarks.md,
-    /// twenty-eighth pass); a clone of the view shares the queue records.
+    /// view was read, by reading those records again, instead of the whole catalog after every
+    /// change (docs/benchmarks.md, twenty-eighth pass); a clone of the view shares the records.
     pub fn refresh(&mut self, store: &dyn StateStore, written: &Written) -> Result<(), StoreError> {
         if written.everything {
             *self = load(store)?;

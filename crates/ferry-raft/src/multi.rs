@@ -427,8 +427,8 @@ impl MultiRaft {
     /// run nowhere here (a group of a queue this replica's catalog has not caught up with); `None`
     /// has them read from disk, as on the first pass and after a failed one (a removal or a start
     /// may have stopped half-way). Reading them is a seek per group, and a pass runs on every
-    /// catalog change: each pass reading them made creating the 2,000th queue cost the nodes 37 ms
-    /// of CPU (docs/benchmarks.md, twenty-eighth pass).
+    /// catalog change: with it, and the whole catalog read back on each change, creating a queue
+    /// among 2,500 cost the nodes 55 ms of CPU (docs/benchmarks.md, twenty-eighth pass).
     async fn reconcile(
         &self,
         catalog: &CatalogView,
