@@ -371,7 +371,7 @@ impl CatalogView {
 #[derive(Debug, Default)]
 pub struct Written {
     keys: BTreeSet<Vec<u8>>,
-    /// A range was deleted: the view must be read whole.
+    /// The view must be read whole: a range was deleted, or see [`Written::everything`].
     everything: bool,
 }
 
