@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     assert_code, error_code, queue_samples, receive_and_delete, receive_one, receive_request,
-    scrape_all, wait_until, ClusterOptions, TestCluster,
+    scrape_all, wait_for, wait_until, ClusterOptions, TestCluster,
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::message_attribute_value::Value;
@@ -356,11 +356,13 @@ async fn purge_empties_and_rate_limits(c: &mut Client) {
     assert!(left.is_empty(), "messages survived a purge: {left:?}");
 }
 
-/// After DeleteQueue, every node refuses the queue.
+/// After DeleteQueue, every node refuses the queue and has removed its partitions' groups.
 async fn deleted_queue_is_gone_on_every_node(cluster: &TestCluster) {
     let queue = "api-delete";
     let mut c = cluster.client(1);
     create(&mut c, queue, HashMap::new()).await;
+    let partitions = cluster.options().default_partitions as usize;
+    let groups = groups_on_every_node(cluster, queue, partitions).await;
     c.delete_queue(DeleteQueueRequest {
         queue_name: queue.into(),
     })
@@ -408,6 +410,46 @@ async fn deleted_queue_is_gone_on_every_node(cluster: &TestCluster) {
         .into_inner()
         .queue_names;
     assert!(listed.is_empty(), "a deleted queue is listed: {listed:?}");
+    wait_until(
+        PROPAGATION_TIMEOUT,
+        "no node hosts a group of the deleted queue",
+        async || {
+            for id in cluster.node_ids() {
+                let hosted = cluster.groups(id).await;
+                if hosted.iter().any(|g| groups.contains(&g.group)) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+}
+
+/// Waits until every node hosts all `partitions` groups of `queue`; returns them.
+async fn groups_on_every_node(cluster: &TestCluster, queue: &str, partitions: usize) -> Vec<u64> {
+    wait_for(
+        PROPAGATION_TIMEOUT,
+        &format!("every node hosts the {partitions} groups of {queue}"),
+        async || {
+            let mut seen = None;
+            for id in cluster.node_ids() {
+                let hosted: Vec<u64> = cluster
+                    .groups(id)
+                    .await
+                    .iter()
+                    .filter(|g| g.queue.as_deref() == Some(queue))
+                    .map(|g| g.group)
+                    .collect();
+                if hosted.len() != partitions || seen.as_ref().is_some_and(|s| *s != hosted) {
+                    return None;
+                }
+                seen = Some(hosted);
+            }
+            seen
+        },
+    )
+    .await
 }
 
 /// SQS's size and count limits, and its batch errors.

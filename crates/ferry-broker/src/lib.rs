@@ -1449,6 +1449,7 @@ impl Broker {
     pub async fn run_housekeeping(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut surveys: HashMap<GroupId, PartitionSurvey> = HashMap::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -1465,6 +1466,7 @@ impl Broker {
                 .refresh(&self.multi, queue_metrics::BACKGROUND_REFRESH_AGE)
                 .await;
             let catalog = self.multi.catalog().borrow().clone();
+            let mut surveyed = HashMap::with_capacity(surveys.len());
             for queue in catalog.queues.values() {
                 let retention_s = attributes::number(queue, MESSAGE_RETENTION_PERIOD) as u32;
                 for partition in &queue.partitions {
@@ -1483,16 +1485,23 @@ impl Broker {
                             continue;
                         }
                     }
-                    if let Err(error) = self.move_dead_letters(queue, partition, &handle).await {
-                        tracing::warn!(queue = %queue.name, group = %partition.group, %error, "moving dead letters deferred");
+                    let survey = PartitionSurvey::of(
+                        &self.multi,
+                        &handle,
+                        surveys.get(&partition.group).copied(),
+                    );
+                    if survey.is_current() {
+                        surveyed.insert(partition.group, survey);
                     }
-                    let state = self.multi.read_state(partition.group);
-                    let due = ferry_queue::oldest_sent_at(&state)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|sent| {
-                            sent + u64::from(retention_s) * 1000 <= wall_clock_ms()
-                        });
+                    if survey.dead_letters {
+                        if let Err(error) = self.move_dead_letters(queue, partition, &handle).await
+                        {
+                            tracing::warn!(queue = %queue.name, group = %partition.group, %error, "moving dead letters deferred");
+                        }
+                    }
+                    let due = survey.oldest_sent_at_ms.is_some_and(|sent| {
+                        sent + u64::from(retention_s) * 1000 <= wall_clock_ms()
+                    });
                     if due {
                         let body = CommandBody::Queue(QueueCommand::ExpireRetention {
                             retention_s,
@@ -1504,7 +1513,42 @@ impl Broker {
                     }
                 }
             }
+            surveys = surveyed;
         }
+    }
+}
+
+/// What housekeeping reads of a partition it leads each second: whether dead letters wait to be
+/// moved, and when its oldest message was sent. The reads are two RocksDB seeks, and with 3,000
+/// idle queues they were a third of a node's CPU (docs/benchmarks.md, twenty-ninth pass), so they
+/// are made again only once the replica's state changed (`GroupSignals::state_changes`).
+#[derive(Clone, Copy)]
+struct PartitionSurvey {
+    /// `state_changes` before the reads; None if a read failed (then nothing is kept).
+    state_changes: Option<u64>,
+    dead_letters: bool,
+    oldest_sent_at_ms: Option<u64>,
+}
+
+impl PartitionSurvey {
+    fn of(multi: &MultiRaft, handle: &ferry_raft::GroupHandle, last: Option<Self>) -> Self {
+        let changes = handle.signals.state_changes.load(Ordering::Acquire);
+        if let Some(last) = last.filter(|last| last.state_changes == Some(changes)) {
+            return last;
+        }
+        let state = multi.read_state(handle.group);
+        let dead_letters = ferry_queue::dead_letters(&state, 1).map(|letters| !letters.is_empty());
+        let oldest = ferry_queue::oldest_sent_at(&state);
+        Self {
+            state_changes: (dead_letters.is_ok() && oldest.is_ok()).then_some(changes),
+            // A failed read is left to the move, which reports it.
+            dead_letters: dead_letters.unwrap_or(true),
+            oldest_sent_at_ms: oldest.ok().flatten(),
+        }
+    }
+
+    fn is_current(&self) -> bool {
+        self.state_changes.is_some()
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ferry_catalog::CatalogView;
+use ferry_catalog::{CatalogView, QueueRecord};
 use ferry_storage::{GroupState, LogStore, NodeDb};
 use ferry_types::{GroupId, NodeId, CATALOG_GROUP};
 use openraft::alias::LeaderIdOf;
@@ -224,6 +224,63 @@ impl GroupHandle {
     }
 }
 
+/// What a reconciler pass brought the node's groups in line with.
+struct Reconciled {
+    catalog: Catalog,
+    /// The groups with data on this node that run nowhere here: of queues this replica's catalog
+    /// had not caught up with.
+    strays: BTreeSet<GroupId>,
+}
+
+/// A queue whose record differs between two views of the catalog.
+struct QueueChange<'a> {
+    /// As the older view had it; None if the queue is new.
+    before: Option<&'a QueueRecord>,
+    /// As the newer view has it; None if the queue was deleted.
+    now: Option<&'a QueueRecord>,
+}
+
+/// The queues whose records differ between `before` and `now`, found by merging the two name
+/// orders and comparing records by address: a refreshed view shares every record it did not read
+/// again, so an unchanged queue costs a name comparison and nothing else.
+fn changed_queues<'a>(
+    before: &'a CatalogView,
+    now: &'a CatalogView,
+) -> impl Iterator<Item = QueueChange<'a>> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let mut before = before.queues.iter().peekable();
+    let mut now = now.queues.iter().peekable();
+    std::iter::from_fn(move || loop {
+        let order = match (before.peek(), now.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Less,
+            (None, Some(_)) => Greater,
+            (Some((old_name, _)), Some((new_name, _))) => old_name.cmp(new_name),
+        };
+        let change = match order {
+            Less => QueueChange {
+                before: before.next().map(|(_, queue)| &**queue),
+                now: None,
+            },
+            Greater => QueueChange {
+                before: None,
+                now: now.next().map(|(_, queue)| &**queue),
+            },
+            Equal => {
+                let (old, new) = (before.next()?.1, now.next()?.1);
+                if Arc::ptr_eq(old, new) {
+                    continue;
+                }
+                QueueChange {
+                    before: Some(&**old),
+                    now: Some(&**new),
+                }
+            }
+        };
+        return Some(change);
+    })
+}
+
 /// Where one replica of a group stands, as indexes of its log.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupStatus {
@@ -334,6 +391,19 @@ impl MultiRaft {
         groups
     }
 
+    /// What `pick` returns for the running groups it picks, found under the lock: the periodic
+    /// passes look at every group several times a second, and cloning thousands of handles each
+    /// time was a tenth of a node's samples with 2,500 queues (docs/benchmarks.md, twenty-ninth
+    /// pass).
+    pub(crate) fn pick_groups<T>(&self, pick: impl FnMut(&GroupHandle) -> Option<T>) -> Vec<T> {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(pick)
+            .collect()
+    }
+
     /// Read access to a group's applied state on this node.
     pub fn read_state(&self, group: GroupId) -> GroupState {
         GroupState::new(self.db.clone(), group)
@@ -422,42 +492,25 @@ impl MultiRaft {
         Ok(())
     }
 
-    /// Brings the groups on this node in line with the catalog: starts every partition placed here,
-    /// removes partitions of deleted queues. `strays` are the groups with data on this node that
-    /// run nowhere here (a group of a queue this replica's catalog has not caught up with); `None`
-    /// has them read from disk, as on the first pass and after a failed one (a removal or a start
-    /// may have stopped half-way). Reading them is a seek per group, and a pass runs on every
-    /// catalog change: with it, and the whole catalog read back on each change, creating a queue
-    /// among 2,500 cost the nodes 55 ms of CPU (docs/benchmarks.md, twenty-eighth pass).
-    async fn reconcile(
-        &self,
-        catalog: &CatalogView,
-        strays: &mut Option<BTreeSet<GroupId>>,
-    ) -> io::Result<()> {
-        let on_disk = match strays.take() {
-            Some(strays) => strays,
-            None => self.db.groups_on_disk()?.into_iter().collect(),
-        };
-        let wanted: BTreeMap<GroupId, &[NodeId]> = catalog
-            .queues
-            .values()
-            .flat_map(|queue| &queue.partitions)
-            .filter(|partition| partition.replicas.contains(&self.node_id))
-            .map(|partition| (partition.group, partition.replicas.as_slice()))
-            .collect();
-        let missing: Vec<(GroupId, &[NodeId])> = {
+    /// Brings the groups on this node in line with the whole catalog: starts every partition placed
+    /// here, removes partitions of deleted queues, and returns the groups with data on this node
+    /// that run nowhere here (see [`Reconciled`]). It lists the groups on disk, a seek per group,
+    /// so it runs only on the first pass and after a failed one, which a removal or a start may
+    /// have left half-way.
+    async fn reconcile_all(&self, catalog: &CatalogView) -> io::Result<BTreeSet<GroupId>> {
+        let on_disk: BTreeSet<GroupId> = self.db.groups_on_disk()?.into_iter().collect();
+        let missing: Vec<(GroupId, Vec<NodeId>)> = {
             let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
-            wanted
-                .iter()
+            catalog
+                .queues
+                .values()
+                .flat_map(|queue| self.placed_here(queue))
                 .filter(|(group, _)| !groups.contains_key(group))
-                .map(|(group, replicas)| (*group, *replicas))
                 .collect()
         };
         for (group, replicas) in missing {
-            self.start_group(group, replicas).await?;
+            self.start_group(group, &replicas).await?;
         }
-        // Only groups the catalog has assigned and no longer lists are removed: a group above
-        // `last_group_id` belongs to a queue this replica's catalog has not caught up with yet.
         let running: BTreeSet<GroupId> = self
             .groups
             .read()
@@ -465,34 +518,117 @@ impl MultiRaft {
             .keys()
             .copied()
             .collect();
-        let mut left = BTreeSet::new();
-        for group in running.union(&on_disk).copied() {
+        let groups = running.union(&on_disk).copied();
+        self.settle(catalog, groups, &running).await
+    }
+
+    /// Brings the groups on this node in line with `catalog`, given that the last pass did so with
+    /// `last.catalog`: it looks only at the queues whose records differ between the two, and at
+    /// the strays. A pass over every queue at each change was a fifth of the nodes' CPU while
+    /// queues were created among 2,000 (docs/benchmarks.md, twenty-ninth pass).
+    async fn reconcile_changes(
+        &self,
+        last: Reconciled,
+        catalog: &CatalogView,
+    ) -> io::Result<BTreeSet<GroupId>> {
+        let mut placed = Vec::new();
+        let mut looked_at: Vec<GroupId> = last.strays.into_iter().collect();
+        for change in changed_queues(&last.catalog, catalog) {
+            placed.extend(
+                change
+                    .now
+                    .into_iter()
+                    .flat_map(|queue| self.placed_here(queue)),
+            );
+            looked_at.extend(
+                change
+                    .before
+                    .into_iter()
+                    .flat_map(|queue| self.placed_here(queue))
+                    .map(|(group, _)| group),
+            );
+        }
+        for (group, replicas) in placed {
+            if self.group(group).is_none() {
+                self.start_group(group, &replicas).await?;
+            }
+        }
+        let running: BTreeSet<GroupId> = looked_at
+            .iter()
+            .copied()
+            .filter(|group| self.group(*group).is_some())
+            .collect();
+        self.settle(catalog, looked_at, &running).await
+    }
+
+    /// Removes those of `groups` that belong to deleted queues; returns those that run nowhere
+    /// here and stay.
+    async fn settle(
+        &self,
+        catalog: &CatalogView,
+        groups: impl IntoIterator<Item = GroupId>,
+        running: &BTreeSet<GroupId>,
+    ) -> io::Result<BTreeSet<GroupId>> {
+        let mut strays = BTreeSet::new();
+        for group in groups {
+            // Only groups the catalog has assigned and no longer lists are removed: a group above
+            // `last_group_id` belongs to a queue this replica's catalog has not caught up with yet.
             if !group.is_catalog()
                 && group.0 <= catalog.last_group_id
-                && !wanted.contains_key(&group)
+                && !self.is_placed_here(catalog, group)
             {
                 self.remove_group(group).await?;
             } else if !running.contains(&group) {
-                left.insert(group);
+                strays.insert(group);
             }
         }
-        *strays = Some(left);
-        Ok(())
+        Ok(strays)
+    }
+
+    /// The partitions of `queue` placed on this node, with their replicas.
+    fn placed_here<'a>(
+        &'a self,
+        queue: &'a QueueRecord,
+    ) -> impl Iterator<Item = (GroupId, Vec<NodeId>)> + 'a {
+        queue
+            .partitions
+            .iter()
+            .filter(|partition| partition.replicas.contains(&self.node_id))
+            .map(|partition| (partition.group, partition.replicas.clone()))
+    }
+
+    fn is_placed_here(&self, catalog: &CatalogView, group: GroupId) -> bool {
+        catalog.queue_of_group(group).is_some_and(|queue| {
+            queue.partitions.iter().any(|partition| {
+                partition.group == group && partition.replicas.contains(&self.node_id)
+            })
+        })
     }
 
     /// Keeps the local groups in line with the catalog until `shutdown` fires.
     pub async fn run_reconciler(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut catalog = self.catalog();
-        let mut strays = None;
+        let mut last: Option<Reconciled> = None;
         loop {
             let view = catalog.borrow_and_update().clone();
-            if let Err(error) = self.reconcile(&view, &mut strays).await {
-                tracing::error!(%error, "reconciling groups with the catalog failed");
-            }
+            let pass = match last.take() {
+                Some(last) => self.reconcile_changes(last, &view).await,
+                None => self.reconcile_all(&view).await,
+            };
+            last = match pass {
+                Ok(strays) => Some(Reconciled {
+                    catalog: view,
+                    strays,
+                }),
+                Err(error) => {
+                    tracing::error!(%error, "reconciling groups with the catalog failed");
+                    None
+                }
+            };
             tokio::select! {
                 changed = catalog.changed() => if changed.is_err() { return },
                 _ = shutdown.changed() => return,
-                // Retry failed starts now and then even without catalog changes.
+                // Retry a failed pass now and then even without catalog changes.
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         }
@@ -725,5 +861,72 @@ impl GroupHealth {
         metrics::gauge!("ferry_raft_groups_led").set(self.led as f64);
         metrics::gauge!("ferry_raft_groups_without_leader").set(self.leaderless as f64);
         metrics::gauge!("ferry_raft_follower_lag_entries").set(self.max_follower_lag as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(name: &str, group: u64) -> Arc<QueueRecord> {
+        Arc::new(QueueRecord {
+            id: group,
+            name: name.into(),
+            fifo: false,
+            attributes: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            created_at_ms: 0,
+            modified_at_ms: 0,
+            last_purge_at_ms: None,
+            partitions: vec![ferry_catalog::Partition {
+                group: GroupId(group),
+                replicas: vec![1, 2, 3],
+            }],
+            permissions: BTreeMap::new(),
+        })
+    }
+
+    fn view(queues: &[&Arc<QueueRecord>]) -> CatalogView {
+        let mut view = CatalogView::default();
+        for queue in queues {
+            view.queues.insert(queue.name.clone(), Arc::clone(queue));
+        }
+        view
+    }
+
+    /// Names of the changes, as (before, now) group ids.
+    fn changes(before: &CatalogView, now: &CatalogView) -> Vec<(Option<u64>, Option<u64>)> {
+        let group = |queue: Option<&QueueRecord>| queue.map(|q| q.partitions[0].group.0);
+        changed_queues(before, now)
+            .map(|change| (group(change.before), group(change.now)))
+            .collect()
+    }
+
+    #[test]
+    fn only_records_that_differ_are_changes() {
+        let (a, b, c, d) = (queue("a", 1), queue("b", 2), queue("c", 3), queue("d", 4));
+        let b_again = Arc::new(QueueRecord::clone(&b));
+        let c_recreated = queue("c", 5);
+        let before = view(&[&a, &b, &c, &d]);
+        assert!(changes(&before, &view(&[&a, &b, &c, &d])).is_empty());
+        // Equal contents under a new address count as changed: a view read whole again.
+        let now = view(&[&b_again, &c_recreated, &d, &queue("e", 6)]);
+        assert_eq!(
+            changes(&before, &now),
+            vec![
+                (Some(1), None),
+                (Some(2), Some(2)),
+                (Some(3), Some(5)),
+                (None, Some(6)),
+            ]
+        );
+        assert_eq!(
+            changes(&CatalogView::default(), &view(&[&a])),
+            vec![(None, Some(1))]
+        );
+        assert_eq!(
+            changes(&view(&[&a]), &CatalogView::default()),
+            vec![(Some(1), None)]
+        );
     }
 }

@@ -33,6 +33,9 @@ pub struct GroupSignals {
     pub applied: Notify,
     /// Time of the last applied command: a new leader stamps no earlier time.
     pub last_time_ms: AtomicU64,
+    /// Counts the applied batches and installed snapshots, each counted once its writes are made:
+    /// what was read of the state after this count was read stays current while the count does.
+    pub state_changes: AtomicU64,
     /// Held by the one long poll on this node that asks the group's leader for what this follower
     /// replica shows; the others wait instead of all asking at once.
     pub leader_ask: tokio::sync::Mutex<()>,
@@ -225,6 +228,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         self.signals
             .last_time_ms
             .store(self.applied.last_time_ms, Ordering::Release);
+        self.signals.state_changes.fetch_add(1, Ordering::Release);
         if let Some(applied) = self.applied.last_log_id {
             self.log.forget_applied(applied.index);
         }
@@ -288,6 +292,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         self.signals
             .last_time_ms
             .store(self.applied.last_time_ms, Ordering::Release);
+        self.signals.state_changes.fetch_add(1, Ordering::Release);
         self.catalog_written = Written::everything();
         self.publish_catalog()?;
         self.signals.applied.notify_waiters();

@@ -215,9 +215,7 @@ async fn debug_groups(State(state): State<AdminState>) -> Json<Vec<GroupReport>>
         .map(|handle| {
             let status = handle.status();
             let queue = catalog
-                .queues
-                .values()
-                .find(|queue| queue.partitions.iter().any(|p| p.group == handle.group))
+                .queue_of_group(handle.group)
                 .map(|queue| queue.name.clone());
             GroupReport {
                 group: handle.group.0,
