@@ -8,10 +8,9 @@
 //! sends them again and the deduplication key (5-minute window) keeps them from being stored twice.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use base64::Engine;
-use ferry_catalog::{CatalogCommand, CatalogResult, MoveTask, MoveTaskStatus, QueueRecord};
+use ferry_catalog::{CatalogCommand, CatalogResult, CatalogView, MoveTask, MoveTaskStatus};
 use ferry_queue::{NewMessage, QueueCommand, ReceiveCommand};
 use ferry_types::{ErrorCode, FerryError, GroupId};
 
@@ -52,7 +51,7 @@ impl Broker {
             .values()
             .filter(|task| task.status == MoveTaskStatus::Running)
         {
-            let (moved, outcome) = self.move_round(task, &catalog.queues).await;
+            let (moved, outcome) = self.move_round(task, &catalog).await;
             let (status, failure_reason) = match outcome {
                 Ok(true) => (MoveTaskStatus::Completed, None),
                 Ok(false) => (MoveTaskStatus::Running, None),
@@ -91,9 +90,9 @@ impl Broker {
     async fn move_round(
         &self,
         task: &MoveTask,
-        queues: &BTreeMap<String, Arc<QueueRecord>>,
+        catalog: &CatalogView,
     ) -> (u64, Result<bool, FerryError>) {
-        let Some(source) = queues.get(&task.source) else {
+        let Some(source) = catalog.queues.get(&task.source) else {
             return (
                 0,
                 Err(FerryError::new(
@@ -125,7 +124,7 @@ impl Broker {
                 took_any = true;
                 let count = taken.len() as u64;
                 if let Err(error) = self
-                    .move_messages(task, queues, partition.group, &partition.replicas, taken)
+                    .move_messages(task, catalog, partition.group, &partition.replicas, taken)
                     .await
                 {
                     return (moved, Err(error));
@@ -150,14 +149,17 @@ impl Broker {
     async fn move_messages(
         &self,
         task: &MoveTask,
-        queues: &BTreeMap<String, Arc<QueueRecord>>,
+        catalog: &CatalogView,
         group: GroupId,
         replicas: &[u64],
         taken: Vec<ferry_queue::ReceivedMessage>,
     ) -> Result<(), FerryError> {
         let mut by_destination: BTreeMap<String, Vec<NewMessage>> = BTreeMap::new();
         let mut handles = Vec::with_capacity(taken.len());
-        let from_fifo = queues.get(&task.source).is_some_and(|source| source.fifo);
+        let from_fifo = catalog
+            .queues
+            .get(&task.source)
+            .is_some_and(|source| source.fifo);
         for received in taken {
             let message = received.message;
             let message_id = message.message_id.clone();
@@ -178,7 +180,7 @@ impl Broker {
             handles.push(received.handle);
         }
         for (name, messages) in by_destination {
-            let destination = queues.get(&name).ok_or_else(|| {
+            let destination = catalog.queues.get(&name).ok_or_else(|| {
                 FerryError::new(
                     ErrorCode::ResourceNotFound,
                     format!("Destination queue {name} does not exist."),

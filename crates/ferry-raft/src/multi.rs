@@ -232,55 +232,6 @@ struct Reconciled {
     strays: BTreeSet<GroupId>,
 }
 
-/// A queue whose record differs between two views of the catalog.
-struct QueueChange<'a> {
-    /// As the older view had it; None if the queue is new.
-    before: Option<&'a QueueRecord>,
-    /// As the newer view has it; None if the queue was deleted.
-    now: Option<&'a QueueRecord>,
-}
-
-/// The queues whose records differ between `before` and `now`, found by merging the two name
-/// orders and comparing records by address: a refreshed view shares every record it did not read
-/// again, so an unchanged queue costs a name comparison and nothing else.
-fn changed_queues<'a>(
-    before: &'a CatalogView,
-    now: &'a CatalogView,
-) -> impl Iterator<Item = QueueChange<'a>> {
-    use std::cmp::Ordering::{Equal, Greater, Less};
-    let mut before = before.queues.iter().peekable();
-    let mut now = now.queues.iter().peekable();
-    std::iter::from_fn(move || loop {
-        let order = match (before.peek(), now.peek()) {
-            (None, None) => return None,
-            (Some(_), None) => Less,
-            (None, Some(_)) => Greater,
-            (Some((old_name, _)), Some((new_name, _))) => old_name.cmp(new_name),
-        };
-        let change = match order {
-            Less => QueueChange {
-                before: before.next().map(|(_, queue)| &**queue),
-                now: None,
-            },
-            Greater => QueueChange {
-                before: None,
-                now: now.next().map(|(_, queue)| &**queue),
-            },
-            Equal => {
-                let (old, new) = (before.next()?.1, now.next()?.1);
-                if Arc::ptr_eq(old, new) {
-                    continue;
-                }
-                QueueChange {
-                    before: Some(&**old),
-                    now: Some(&**new),
-                }
-            }
-        };
-        return Some(change);
-    })
-}
-
 /// Where one replica of a group stands, as indexes of its log.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupStatus {
@@ -533,7 +484,7 @@ impl MultiRaft {
     ) -> io::Result<BTreeSet<GroupId>> {
         let mut placed = Vec::new();
         let mut looked_at: Vec<GroupId> = last.strays.into_iter().collect();
-        for change in changed_queues(&last.catalog, catalog) {
+        for change in last.catalog.changed_queues(catalog) {
             placed.extend(
                 change
                     .now
@@ -861,72 +812,5 @@ impl GroupHealth {
         metrics::gauge!("ferry_raft_groups_led").set(self.led as f64);
         metrics::gauge!("ferry_raft_groups_without_leader").set(self.leaderless as f64);
         metrics::gauge!("ferry_raft_follower_lag_entries").set(self.max_follower_lag as f64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn queue(name: &str, group: u64) -> Arc<QueueRecord> {
-        Arc::new(QueueRecord {
-            id: group,
-            name: name.into(),
-            fifo: false,
-            attributes: BTreeMap::new(),
-            tags: BTreeMap::new(),
-            created_at_ms: 0,
-            modified_at_ms: 0,
-            last_purge_at_ms: None,
-            partitions: vec![ferry_catalog::Partition {
-                group: GroupId(group),
-                replicas: vec![1, 2, 3],
-            }],
-            permissions: BTreeMap::new(),
-        })
-    }
-
-    fn view(queues: &[&Arc<QueueRecord>]) -> CatalogView {
-        let mut view = CatalogView::default();
-        for queue in queues {
-            view.queues.insert(queue.name.clone(), Arc::clone(queue));
-        }
-        view
-    }
-
-    /// Names of the changes, as (before, now) group ids.
-    fn changes(before: &CatalogView, now: &CatalogView) -> Vec<(Option<u64>, Option<u64>)> {
-        let group = |queue: Option<&QueueRecord>| queue.map(|q| q.partitions[0].group.0);
-        changed_queues(before, now)
-            .map(|change| (group(change.before), group(change.now)))
-            .collect()
-    }
-
-    #[test]
-    fn only_records_that_differ_are_changes() {
-        let (a, b, c, d) = (queue("a", 1), queue("b", 2), queue("c", 3), queue("d", 4));
-        let b_again = Arc::new(QueueRecord::clone(&b));
-        let c_recreated = queue("c", 5);
-        let before = view(&[&a, &b, &c, &d]);
-        assert!(changes(&before, &view(&[&a, &b, &c, &d])).is_empty());
-        // Equal contents under a new address count as changed: a view read whole again.
-        let now = view(&[&b_again, &c_recreated, &d, &queue("e", 6)]);
-        assert_eq!(
-            changes(&before, &now),
-            vec![
-                (Some(1), None),
-                (Some(2), Some(2)),
-                (Some(3), Some(5)),
-                (None, Some(6)),
-            ]
-        );
-        assert_eq!(
-            changes(&CatalogView::default(), &view(&[&a])),
-            vec![(None, Some(1))]
-        );
-        assert_eq!(
-            changes(&view(&[&a]), &CatalogView::default()),
-            vec![(Some(1), None)]
-        );
     }
 }
