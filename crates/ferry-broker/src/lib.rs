@@ -1458,7 +1458,7 @@ impl Broker {
             if self
                 .multi
                 .group(CATALOG_GROUP)
-                .is_some_and(|handle| handle.raft.as_leader().is_ok())
+                .is_some_and(|handle| handle.leads())
             {
                 self.run_move_tasks().await;
             }
@@ -1467,15 +1467,12 @@ impl Broker {
                 .await;
             let catalog = self.multi.catalog().borrow().clone();
             let mut surveyed = HashMap::with_capacity(surveys.len());
-            for queue in catalog.queues.values() {
+            for (group, handle) in self.multi.led_groups() {
+                let Some(queue) = catalog.queue_of_group(group) else {
+                    continue;
+                };
                 let retention_s = attributes::number(queue, MESSAGE_RETENTION_PERIOD) as u32;
-                for partition in &queue.partitions {
-                    let Some(handle) = self.multi.group(partition.group) else {
-                        continue;
-                    };
-                    if handle.raft.as_leader().is_err() {
-                        continue;
-                    }
+                for partition in queue.partitions.iter().filter(|p| p.group == group) {
                     if let Some(&preferred) = partition.replicas.first() {
                         if handle
                             .hand_over(self.multi.node_id(), preferred, HAND_OVER_MAX_LAG)

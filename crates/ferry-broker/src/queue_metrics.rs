@@ -146,18 +146,16 @@ fn move_counts(queue: &str, previous: &ApproximateCounts, now: &ApproximateCount
 /// zero).
 fn led_backlogs(multi: &MultiRaft) -> BTreeMap<String, Backlog> {
     let catalog = multi.catalog().borrow().clone();
+    let led = multi.led_groups();
     let mut backlogs = BTreeMap::new();
     for queue in catalog.queues.values() {
         let mut backlog = Backlog::default();
         for partition in &queue.partitions {
-            let Some(handle) = multi.group(partition.group) else {
+            let Some(handle) = led.get(&partition.group) else {
                 continue;
             };
-            if handle.raft.as_leader().is_err() {
-                continue;
-            }
             let state = multi.read_state(partition.group);
-            let read = ferry_queue::approximate_counts(&state, leader::leader_now(&handle))
+            let read = ferry_queue::approximate_counts(&state, leader::leader_now(handle))
                 .and_then(|counts| Ok((counts, ferry_queue::oldest_sent_at(&state)?)));
             match read {
                 Ok((counts, oldest)) => {

@@ -62,6 +62,11 @@ pub struct GroupHandle {
     /// was last snapshotted for the memtables (see `trim`).
     pub(crate) log_bytes: Arc<AtomicU64>,
     pub(crate) log_bytes_at_snapshot: Arc<AtomicU64>,
+    /// The view the quiet sweep read while the group was quiet, with the start of that quiet: a
+    /// quiet replica's Raft state changes only through a call that wakes it first, so the view
+    /// holds while the quiet lasts, and the sweep does not read thousands of quiet groups' metrics
+    /// twice a second (docs/benchmarks.md, thirtieth pass).
+    quiet_view: Arc<std::sync::Mutex<Option<(u64, GroupView)>>>,
 }
 
 impl GroupHandle {
@@ -77,6 +82,14 @@ impl GroupHandle {
         if self.activity.heartbeat(quiet::clock_ms()) {
             self.resume_ticking("activity");
         }
+    }
+
+    /// Whether this replica holds its group's leadership: its vote is committed and names it.
+    pub fn leads(&self) -> bool {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics.vote.is_committed() && metrics.vote.leader_id().node_id() == &metrics.id
     }
 
     /// Whether the group has stopped ticking because it is idle.
@@ -108,6 +121,20 @@ impl GroupHandle {
             last_applied_index: metrics.last_applied.as_ref().map(|log_id| log_id.index),
             followers,
             voters: metrics.membership_config.membership().voter_ids().collect(),
+        }
+    }
+
+    /// Runs `look` on what this replica knows of its group: the view kept from earlier in the
+    /// group's quiet if there is one, else a fresh one, kept if the group is quiet. The quiet's
+    /// start is read before the view, so a kept view is never older than the quiet it is kept for.
+    fn with_view<R>(&self, me: NodeId, look: impl FnOnce(&GroupView) -> R) -> R {
+        let Some(since) = self.activity.quiet_since() else {
+            return look(&self.view(me));
+        };
+        let mut kept = self.quiet_view.lock().unwrap_or_else(|e| e.into_inner());
+        match &*kept {
+            Some((kept_since, view)) if *kept_since == since => look(view),
+            _ => look(&kept.insert((since, self.view(me))).1),
         }
     }
 
@@ -329,6 +356,15 @@ impl MultiRaft {
             .cloned()
     }
 
+    /// The groups whose replica here leads, by the committed vote in its metrics (as openraft's
+    /// `as_leader` checks, which for every other replica builds an error naming the leader). The
+    /// periodic passes that act only on led partitions look up thousands of groups a second.
+    pub fn led_groups(&self) -> HashMap<GroupId, GroupHandle> {
+        self.pick_groups(|handle| handle.leads().then(|| (handle.group, handle.clone())))
+            .into_iter()
+            .collect()
+    }
+
     /// Every group running on this node, in id order.
     pub fn groups(&self) -> Vec<GroupHandle> {
         let mut groups: Vec<GroupHandle> = self
@@ -418,6 +454,7 @@ impl MultiRaft {
             last_hand_over_ms: Arc::default(),
             log_bytes,
             log_bytes_at_snapshot: Arc::default(),
+            quiet_view: Arc::default(),
         };
         self.groups
             .write()
@@ -677,10 +714,21 @@ impl MultiRaft {
         self.note_catalog_contact(now);
         let mut quiet_groups = 0;
         let mut health = GroupHealth::default();
-        for handle in self.groups() {
-            let view = handle.view(self.node_id);
-            health.count(&view);
-            match quiet::verdict(&view, &handle.activity, &self.liveness, now) {
+        // Judged under the groups' lock; only the groups to act on are cloned out of it.
+        let to_act_on = self.pick_groups(|handle| {
+            handle.with_view(self.node_id, |view| {
+                health.count(view);
+                match quiet::verdict(view, &handle.activity, &self.liveness, now) {
+                    Verdict::Keep => {
+                        quiet_groups += usize::from(handle.is_quiet());
+                        None
+                    }
+                    verdict => Some((handle.clone(), verdict, view.clone())),
+                }
+            })
+        });
+        for (handle, verdict, view) in to_act_on {
+            match verdict {
                 Verdict::Keep => {}
                 Verdict::Wake => handle.wake("peer"),
                 Verdict::Campaign => {
