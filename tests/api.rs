@@ -776,6 +776,13 @@ async fn queues_are_measured_for_prometheus(cluster: &TestCluster) {
     .await;
     assert!(age < 600.0, "the oldest message is {age} s old");
 
+    // Node-wide series stay however long they go unchanged: a counter that left and came back
+    // would start again from its next increment, which rate() cannot see.
+    let node_wide_before: Vec<Vec<String>> = scrape_all(cluster)
+        .await
+        .iter()
+        .map(|text| node_wide_series(text))
+        .collect();
     c.delete_queue(DeleteQueueRequest {
         queue_name: QUEUE.into(),
     })
@@ -807,6 +814,20 @@ async fn queues_are_measured_for_prometheus(cluster: &TestCluster) {
         },
     )
     .await;
+    for (text, before) in scrape_all(cluster).await.iter().zip(&node_wide_before) {
+        let now = node_wide_series(text);
+        let gone: Vec<&String> = before.iter().filter(|s| !now.contains(s)).collect();
+        assert!(gone.is_empty(), "node-wide series left /metrics: {gone:?}");
+    }
+}
+
+/// The series of a scrape, without their values, that are not labelled by queue.
+fn node_wide_series(scrape: &str) -> Vec<String> {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.contains("queue=\""))
+        .filter_map(|line| Some(line.rsplit_once(' ')?.0.to_owned()))
+        .collect()
 }
 
 async fn create(c: &mut Client, queue: &str, attributes: HashMap<String, String>) -> QueueInfo {

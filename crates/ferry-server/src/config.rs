@@ -56,7 +56,8 @@ pub struct ServeArgs {
     /// spreads every send over the partitions this node leads.
     #[arg(long, env = "FERRY_HOME_PARTITION_SENDS")]
     pub home_partition_sends: Option<usize>,
-    /// Seconds a metric series may stay unchanged before `/metrics` drops it (a deleted queue's).
+    /// Seconds a per-queue metric series may stay unchanged before `/metrics` drops it (a deleted
+    /// queue's); node-wide series stay.
     #[arg(long, env = "FERRY_METRICS_IDLE_TIMEOUT_S")]
     pub metrics_idle_timeout_s: Option<u64>,
     /// The secret every member shares; only callers that know it reach the internal service.

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use crate::MetricsHandle;
 use anyhow::Context as _;
-use metrics_exporter_prometheus::PrometheusHandle;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use tokio::sync::watch;
@@ -18,7 +18,7 @@ const NODES: u64 = 3;
 /// Runs nodes 1–3 (gRPC on 7701–7703, SQS on 9324–9326, admin on 7801–7803) until `shutdown`.
 pub async fn dev(
     data_root: &Path,
-    metrics: Option<PrometheusHandle>,
+    metrics: Option<MetricsHandle>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));

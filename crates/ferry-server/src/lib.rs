@@ -9,5 +9,5 @@ mod metrics_recorder;
 mod node;
 
 pub use dev::dev;
-pub use metrics_recorder::install_metrics;
+pub use metrics_recorder::{install_metrics, MetricsHandle};
 pub use node::run;

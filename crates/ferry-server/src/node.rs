@@ -4,6 +4,7 @@
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
+use crate::MetricsHandle;
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,7 +18,6 @@ use ferry_raft::{
     InternalService, MultiRaft, RaftRouter, RequireClusterKey, MAX_INTERNAL_MESSAGE_BYTES,
 };
 use ferry_storage::NodeDb;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -33,14 +33,14 @@ const MAX_PENDING_RESET_STREAMS: usize = 100_000;
 struct AdminState {
     multi: Arc<MultiRaft>,
     broker: Arc<Broker>,
-    metrics: Option<PrometheusHandle>,
+    metrics: Option<MetricsHandle>,
 }
 
 /// Runs a node until `shutdown` completes, then stops it cleanly: listeners first, then the Raft
 /// groups, then the database.
 pub async fn run(
     config: NodeConfig,
-    metrics: Option<PrometheusHandle>,
+    metrics: Option<MetricsHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let node = config.node_id;
