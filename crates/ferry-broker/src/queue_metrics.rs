@@ -2,17 +2,20 @@
 //! Prometheus. Every node counts the messages of the requests it answers, and reports the
 //! backlog of the partitions it leads, so a queue's figures are the sum over the nodes (its oldest
 //! message's age the maximum). The backlog is read from the leaders' applied state when the
-//! metrics are scraped (and every few seconds besides), not kept up to date on every command.
+//! metrics are scraped (and every few seconds besides), not kept up to date on every command; a
+//! partition none of whose messages waits for a time is read again only after its state changed.
 //! Each reading also touches every queue's counters: they exist, at zero, from the queue's first
 //! reading (so that the first dead-letter shows as an increase), and a series nothing touches any
 //! more — a deleted queue's — leaves `/metrics` after the recorder's idle timeout.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_queue::ApproximateCounts;
-use ferry_raft::MultiRaft;
+use ferry_queue::{ApproximateCounts, StoreError};
+use ferry_raft::{GroupHandle, MultiRaft};
+use ferry_types::GroupId;
 use metrics::{counter, gauge};
 use tokio::sync::Mutex;
 
@@ -80,6 +83,25 @@ struct LastRefresh {
     /// rather than set, so that the nodes of `ferry dev`, which share one process's registry, add
     /// up there as they do across processes; a deleted queue's share is taken back once.
     shares: HashMap<String, ApproximateCounts>,
+    /// The readings that still hold until their partition's state changes.
+    readings: HashMap<GroupId, PartitionReading>,
+}
+
+/// A partition's backlog as read. Counts depend on the time when a message waits for one (in
+/// flight or delayed); without such messages they move only when the replica's state does, so
+/// the reading is kept until its `state_changes` moves, and idle queues cost no reads.
+#[derive(Clone, Copy)]
+struct PartitionReading {
+    /// `GroupSignals::state_changes` before the reads.
+    state_changes: u64,
+    counts: ApproximateCounts,
+    oldest_sent_at_ms: Option<u64>,
+}
+
+impl PartitionReading {
+    fn depends_on_time(&self) -> bool {
+        self.counts.in_flight > 0 || self.counts.delayed > 0
+    }
 }
 
 /// One queue's backlog over the partitions this node leads.
@@ -98,9 +120,14 @@ impl BacklogGauges {
             return;
         }
         let reader = multi.clone();
+        let kept = std::mem::take(&mut last.readings);
         // RocksDB reads block; a node with many queues must not hold a runtime worker for them.
-        let backlogs = match tokio::task::spawn_blocking(move || led_backlogs(&reader)).await {
-            Ok(backlogs) => backlogs,
+        let read = tokio::task::spawn_blocking(move || led_backlogs(&reader, &kept)).await;
+        let backlogs = match read {
+            Ok((backlogs, readings)) => {
+                last.readings = readings;
+                backlogs
+            }
             Err(error) => {
                 tracing::warn!(%error, "reading the queues' backlog failed");
                 return;
@@ -143,29 +170,46 @@ fn move_counts(queue: &str, previous: &ApproximateCounts, now: &ApproximateCount
 }
 
 /// Every queue of the applied catalog, with the backlog of its partitions this node leads (none:
-/// zero).
-fn led_backlogs(multi: &MultiRaft) -> BTreeMap<String, Backlog> {
+/// zero), and the readings to keep for the next time. A partition read in `kept` is not read again
+/// if its state has not changed since.
+fn led_backlogs(
+    multi: &MultiRaft,
+    kept: &HashMap<GroupId, PartitionReading>,
+) -> (
+    BTreeMap<String, Backlog>,
+    HashMap<GroupId, PartitionReading>,
+) {
     let catalog = multi.catalog().borrow().clone();
     let led = multi.led_groups();
     let mut backlogs = BTreeMap::new();
+    let mut readings = HashMap::new();
     for queue in catalog.queues.values() {
         let mut backlog = Backlog::default();
         for partition in &queue.partitions {
             let Some(handle) = led.get(&partition.group) else {
                 continue;
             };
-            let state = multi.read_state(partition.group);
-            let read = ferry_queue::approximate_counts(&state, leader::leader_now(handle))
-                .and_then(|counts| Ok((counts, ferry_queue::oldest_sent_at(&state)?)));
-            match read {
-                Ok((counts, oldest)) => {
-                    backlog.counts.visible += counts.visible;
-                    backlog.counts.in_flight += counts.in_flight;
-                    backlog.counts.delayed += counts.delayed;
-                    backlog.oldest_sent_at_ms = [backlog.oldest_sent_at_ms, oldest]
-                        .into_iter()
-                        .flatten()
-                        .min();
+            let state_changes = handle.signals.state_changes.load(Ordering::Acquire);
+            let reading = match kept
+                .get(&partition.group)
+                .filter(|kept| kept.state_changes == state_changes)
+            {
+                Some(kept) => Ok(*kept),
+                None => read_partition(multi, handle, state_changes),
+            };
+            match reading {
+                Ok(reading) => {
+                    backlog.counts.visible += reading.counts.visible;
+                    backlog.counts.in_flight += reading.counts.in_flight;
+                    backlog.counts.delayed += reading.counts.delayed;
+                    backlog.oldest_sent_at_ms =
+                        [backlog.oldest_sent_at_ms, reading.oldest_sent_at_ms]
+                            .into_iter()
+                            .flatten()
+                            .min();
+                    if !reading.depends_on_time() {
+                        readings.insert(partition.group, reading);
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(queue = %queue.name, group = %partition.group, %error, "reading a partition's backlog failed");
@@ -174,5 +218,18 @@ fn led_backlogs(multi: &MultiRaft) -> BTreeMap<String, Backlog> {
         }
         backlogs.insert(queue.name.clone(), backlog);
     }
-    backlogs
+    (backlogs, readings)
+}
+
+fn read_partition(
+    multi: &MultiRaft,
+    handle: &GroupHandle,
+    state_changes: u64,
+) -> Result<PartitionReading, StoreError> {
+    let state = multi.read_state(handle.group);
+    Ok(PartitionReading {
+        state_changes,
+        counts: ferry_queue::approximate_counts(&state, leader::leader_now(handle))?,
+        oldest_sent_at_ms: ferry_queue::oldest_sent_at(&state)?,
+    })
 }
