@@ -777,11 +777,15 @@ async fn queues_are_measured_for_prometheus(cluster: &TestCluster) {
     assert!(age < 600.0, "the oldest message is {age} s old");
     // A partition whose messages are all visible is read again once its state changes.
     send(&mut cluster.client(2), IDLE, "now busy").await;
-    wait_until(PROPAGATION_TIMEOUT, "a send shows in the backlog", async || {
-        let scrapes = scrape_all(cluster).await;
-        let visible = queue_samples(&scrapes, "ferry_queue_messages", IDLE, Some("visible"));
-        visible.iter().sum::<f64>() == 1.0
-    })
+    wait_until(
+        PROPAGATION_TIMEOUT,
+        "a send shows in the backlog",
+        async || {
+            let scrapes = scrape_all(cluster).await;
+            let visible = queue_samples(&scrapes, "ferry_queue_messages", IDLE, Some("visible"));
+            visible.iter().sum::<f64>() == 1.0
+        },
+    )
     .await;
 
     // Node-wide series stay however long they go unchanged: a counter that left and came back
