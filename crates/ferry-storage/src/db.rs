@@ -6,16 +6,24 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
+use ferry_types::GroupId;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 
-use crate::keys::{CF_LOG, CF_RAFT, CF_SM, FORMAT_KEY};
+use crate::keys::{self, meta, CF_LOG, CF_RAFT, CF_SM, FORMAT_KEY};
 use crate::recent::RecentEntries;
 
 /// The layout of keys and values this build writes (keys, log entries, state-machine records,
 /// snapshot files). Raised whenever any of them changes incompatibly: a node refuses to start on a
-/// data directory of another version rather than misread it. There is no migration yet. Format 2:
-/// a message's state lives only in its visibility index entry (receipt handles say where).
-pub const FORMAT_VERSION: u32 = 2;
+/// data directory of another version rather than misread it. Format 2: a message's state lives
+/// only in its visibility index entry (receipt handles say where). Format 3: each group's last log
+/// index is recorded in its Raft metadata; a format 2 directory gets it at open
+/// ([`record_last_log_indexes`]). Older formats have no migration.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The format [`record_last_log_indexes`] upgrades from.
+const FORMAT_WITHOUT_LAST_INDEXES: u32 = 2;
 
 /// Errors of the storage layer. Any of them means the node cannot trust its disk: openraft stops the
 /// group that hit it.
@@ -29,6 +37,8 @@ pub enum StorageError {
         #[source]
         source: postcard::Error,
     },
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
     #[error("encode {what}: {source}")]
     Encode {
         what: &'static str,
@@ -300,6 +310,9 @@ fn check_format(db: &DB, dir: &Path) -> Result<(), StorageError> {
     let found = match db.get_cf(raft, FORMAT_KEY)? {
         Some(bytes) => match <[u8; 4]>::try_from(bytes.as_slice()) {
             Ok(version) if u32::from_be_bytes(version) == FORMAT_VERSION => return Ok(()),
+            Ok(version) if u32::from_be_bytes(version) == FORMAT_WITHOUT_LAST_INDEXES => {
+                return record_last_log_indexes(db);
+            }
             Ok(version) => u32::from_be_bytes(version).to_string(),
             Err(_) => format!("(unreadable: {bytes:02x?})"),
         },
@@ -323,6 +336,53 @@ fn check_format(db: &DB, dir: &Path) -> Result<(), StorageError> {
         dir: dir.to_owned(),
         found,
     })
+}
+
+/// Upgrades a format 2 directory: records each group's last log index, found by one pass over the
+/// log family (keys sort by group, then index), and the new format, in one synced batch. A crash
+/// before it leaves format 2, and the next start does it again.
+fn record_last_log_indexes(db: &DB) -> Result<(), StorageError> {
+    let raft = db
+        .cf_handle(CF_RAFT)
+        .expect("column families are created at open");
+    let log = db
+        .cf_handle(CF_LOG)
+        .expect("column families are created at open");
+    let mut batch = WriteBatch::default();
+    let mut groups = 0usize;
+    let mut last: Option<[u8; 16]> = None;
+    let mut record = |key: [u8; 16]| {
+        let (group, index) = key.split_at(8);
+        let group = GroupId(u64::from_be_bytes(group.try_into().expect("8 bytes")));
+        batch.put_cf(raft, keys::meta_key(group, meta::LAST), index);
+        groups += 1;
+    };
+    let mut iter = db.raw_iterator_cf(log);
+    iter.seek_to_first();
+    while let Some(key) = iter.key() {
+        let key = <[u8; 16]>::try_from(key).map_err(|_| StorageError::Corrupt {
+            what: "log key",
+            detail: format!("{} bytes", key.len()),
+        })?;
+        if let Some(previous) = last.filter(|previous| previous[..8] != key[..8]) {
+            record(previous);
+        }
+        last = Some(key);
+        iter.next();
+    }
+    iter.status()?;
+    if let Some(previous) = last {
+        record(previous);
+    }
+    batch.put_cf(raft, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    db.write_opt(batch, &sync)?;
+    tracing::info!(
+        groups,
+        "recorded the last log index of every group: format {FORMAT_WITHOUT_LAST_INDEXES} upgraded to {FORMAT_VERSION}"
+    );
+    Ok(())
 }
 
 /// How long a state flush waits for more callers before it begins.
@@ -387,15 +447,15 @@ fn run_sync_loop(db: &DB, waiters: Receiver<SyncWaiter>) {
 mod tests {
     use super::*;
 
-    /// Writes `key` = `value` to the raft family of the closed database in `dir`.
-    fn write_raw(dir: &Path, key: &[u8], value: Option<&[u8]>) {
+    /// Writes `key` = `value` to the `family` of the closed database in `dir`.
+    fn write_raw(dir: &Path, family: &str, key: &[u8], value: Option<&[u8]>) {
         let families = [CF_LOG, CF_RAFT, CF_SM]
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name)));
         let db = DB::open_cf_descriptors(&Options::default(), dir.join("db"), families).unwrap();
-        let raft = db.cf_handle(CF_RAFT).unwrap();
+        let cf = db.cf_handle(family).unwrap();
         match value {
-            Some(value) => db.put_cf(raft, key, value).unwrap(),
-            None => db.delete_cf(raft, key).unwrap(),
+            Some(value) => db.put_cf(cf, key, value).unwrap(),
+            None => db.delete_cf(cf, key).unwrap(),
         }
     }
 
@@ -511,15 +571,59 @@ mod tests {
         db.close();
     }
 
-    #[test]
-    fn another_format_is_refused() {
+    /// A closed database in a new directory that says it has `version`'s format.
+    fn directory_of_format(version: u32) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         reopen(dir.path()).unwrap();
         write_raw(
             dir.path(),
+            CF_RAFT,
             FORMAT_KEY,
-            Some(&(FORMAT_VERSION + 1).to_be_bytes()),
+            Some(&version.to_be_bytes()),
         );
+        dir
+    }
+
+    #[test]
+    fn format_2_gets_each_groups_last_log_index() {
+        let dir = directory_of_format(FORMAT_WITHOUT_LAST_INDEXES);
+        let (logged, purged_whole, unlogged) = (GroupId(3), GroupId(5), GroupId(7));
+        for (group, index) in [(logged, 4), (logged, 9), (purged_whole, 1)] {
+            write_raw(
+                dir.path(),
+                CF_LOG,
+                &keys::log_key(group, index),
+                Some(b"entry"),
+            );
+        }
+        write_raw(dir.path(), CF_LOG, &keys::log_key(purged_whole, 1), None);
+        write_raw(
+            dir.path(),
+            CF_RAFT,
+            &keys::meta_key(unlogged, meta::VOTE),
+            Some(b"vote"),
+        );
+
+        let db = NodeDb::open(dir.path()).unwrap();
+        let raft = db.cf(CF_RAFT);
+        let last = |group| {
+            db.db()
+                .get_cf(raft, keys::meta_key(group, meta::LAST))
+                .unwrap()
+        };
+        assert_eq!(last(logged), Some(9u64.to_be_bytes().to_vec()));
+        assert_eq!(last(purged_whole), None);
+        assert_eq!(last(unlogged), None);
+        assert_eq!(
+            db.db().get_cf(raft, FORMAT_KEY).unwrap(),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec())
+        );
+        db.close();
+    }
+
+    #[test]
+    fn another_format_is_refused() {
+        let dir = directory_of_format(FORMAT_VERSION + 1);
         let error = reopen(dir.path()).unwrap_err();
         assert!(
             matches!(&error, StorageError::Format { found, .. } if *found == (FORMAT_VERSION + 1).to_string()),
@@ -531,9 +635,10 @@ mod tests {
     fn data_without_a_recorded_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         reopen(dir.path()).unwrap();
-        write_raw(dir.path(), FORMAT_KEY, None);
+        write_raw(dir.path(), CF_RAFT, FORMAT_KEY, None);
         write_raw(
             dir.path(),
+            CF_RAFT,
             &crate::keys::meta_key(ferry_types::GroupId(7), crate::keys::meta::VOTE),
             Some(b"vote"),
         );

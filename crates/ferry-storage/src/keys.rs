@@ -4,7 +4,7 @@
 //! |---------------|-------------------------------------|-----------------------------|
 //! | `log`         | group (8) ++ log index (8)          | postcard Raft entry         |
 //! | `raft`        | (empty)                             | the data directory's format version |
-//! | `raft`        | group (8) ++ kind (1)               | vote, committed, purged, snapshot meta |
+//! | `raft`        | group (8) ++ kind (1)               | vote, committed, purged, last index, snapshot meta |
 //! | `sm`          | group (8)                           | applied state               |
 //! | `sm`          | group (8) ++ state-machine key      | state machine data          |
 //!
@@ -26,6 +26,9 @@ pub mod meta {
     pub const VOTE: u8 = b'v';
     pub const COMMITTED: u8 = b'c';
     pub const PURGED: u8 = b'p';
+    /// Index of the last entry written to the log (u64 BE), kept by the write that moves it: the
+    /// log's end is read here, never found by a scan (see `LogStore::get_log_state`).
+    pub const LAST: u8 = b'l';
     /// Meta of the group's current snapshot file.
     pub const SNAPSHOT: u8 = b's';
     /// Present while a received snapshot is being installed: restart re-installs it.
