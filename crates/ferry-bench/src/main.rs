@@ -5,6 +5,7 @@
 //! benchmark compares Ferry with: a RabbitMQ quorum queue and a NATS JetStream stream (`peers`).
 
 mod client;
+mod host;
 mod peers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +130,10 @@ struct Report {
     p999_ms: f64,
     max_ms: f64,
     errors: u64,
+    /// The machine's CPU time busy and stolen by the hypervisor over the whole scenario (queue
+    /// creation included), in per cent; absent where the machine does not tell.
+    host_busy_pct: Option<f64>,
+    host_steal_pct: Option<f64>,
 }
 
 /// Shared counters of one scenario's workers.
@@ -269,6 +274,8 @@ impl Bench {
             p999_ms: ms(histogram.value_at_quantile(0.999)),
             max_ms: ms(histogram.max()),
             errors: tally.errors.load(Ordering::Relaxed),
+            host_busy_pct: None,
+            host_steal_pct: None,
         }
     }
 
@@ -325,11 +332,12 @@ impl Bench {
         tally
     }
 
-    /// Receives and deletes until `limit` messages or the deadline; records send-to-receive time.
+    /// Receives and deletes until `limit` messages (which may be lowered while it runs) or the
+    /// deadline; records send-to-receive time.
     async fn consume_load(
         self: &Arc<Self>,
         queues: &[String],
-        limit: u64,
+        limit: Arc<AtomicU64>,
         deadline: Instant,
         workers: usize,
     ) -> Arc<Tally> {
@@ -338,9 +346,12 @@ impl Bench {
         for worker in 0..workers {
             let bench = self.clone();
             let tally = tally.clone();
+            let limit = limit.clone();
             let queue = queues[worker % queues.len()].clone();
             tasks.push(tokio::spawn(async move {
-                while Instant::now() < deadline && tally.messages.load(Ordering::Relaxed) < limit {
+                while Instant::now() < deadline
+                    && tally.messages.load(Ordering::Relaxed) < limit.load(Ordering::Relaxed)
+                {
                     match bench.client.receive(worker, &queue, 10, 1).await {
                         Ok(messages) => {
                             let now = now_micros();
@@ -387,7 +398,12 @@ impl Bench {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(self.args.duration) * 2;
         let tally = self
-            .consume_load(queues, backlog, deadline, self.args.concurrency)
+            .consume_load(
+                queues,
+                Arc::new(AtomicU64::new(backlog)),
+                deadline,
+                self.args.concurrency,
+            )
             .await;
         let drained = tally.messages.load(Ordering::Relaxed);
         vec![
@@ -443,15 +459,19 @@ impl Bench {
                 let started = Instant::now();
                 let deadline = started + duration;
                 let total = (self.args.rate * self.args.duration).min(limit);
+                // Lowered to what was sent once the sends end, so the consumers do not wait out
+                // their deadline for messages the send window had no time for.
+                let to_receive = Arc::new(AtomicU64::new(total));
                 let consumers = {
                     let bench = self.clone();
                     let queues = queues.clone();
                     let workers = self.args.concurrency;
+                    let to_receive = to_receive.clone();
                     tokio::spawn(async move {
                         bench
                             .consume_load(
                                 &queues,
-                                total,
+                                to_receive,
                                 deadline + Duration::from_secs(10),
                                 workers,
                             )
@@ -496,9 +516,15 @@ impl Bench {
                 }
                 while sends.join_next().await.is_some() {}
                 let send_window = started.elapsed();
+                // A send that failed may still have been stored; then the consumers wait for it
+                // until their deadline.
+                let sent = producer.messages.load(Ordering::Relaxed);
+                to_receive.store(
+                    sent + producer.errors.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
                 let consumed = consumers.await?;
                 let received = consumed.messages.load(Ordering::Relaxed);
-                let sent = producer.messages.load(Ordering::Relaxed);
                 // Rates over the sending window: the consumers' extra time to catch up is latency.
                 vec![
                     self.report(scenario, &producer, send_window, "send call", sent),
@@ -520,7 +546,12 @@ impl Bench {
                     let workers = self.args.concurrency;
                     tokio::spawn(async move {
                         bench
-                            .consume_load(&queues, u64::MAX, deadline, workers)
+                            .consume_load(
+                                &queues,
+                                Arc::new(AtomicU64::new(u64::MAX)),
+                                deadline,
+                                workers,
+                            )
                             .await
                     })
                 };
@@ -550,7 +581,7 @@ impl Bench {
 
 fn print_table(reports: &[Report]) {
     println!(
-        "{:<8} {:<8} {:>5} {:>5} {:>6} {:<8} {:>9} {:>7} {:>10} {:<16} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "{:<8} {:<8} {:>5} {:>5} {:>6} {:<8} {:>9} {:>7} {:>10} {:<16} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6}",
         "scenario",
         "via",
         "conc",
@@ -565,11 +596,13 @@ fn print_table(reports: &[Report]) {
         "p99 ms",
         "p99.9",
         "max ms",
-        "errors"
+        "errors",
+        "busy %",
+        "steal%"
     );
     for r in reports {
         println!(
-            "{:<8} {:<8} {:>5} {:>5} {:>6} {:<8} {:>9} {:>7.1} {:>10.0} {:<16} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6}",
+            "{:<8} {:<8} {:>5} {:>5} {:>6} {:<8} {:>9} {:>7.1} {:>10.0} {:<16} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>6} {:>6}",
             format!("{:?}", r.scenario).to_lowercase(),
             r.transport,
             r.concurrency,
@@ -584,9 +617,15 @@ fn print_table(reports: &[Report]) {
             r.p99_ms,
             r.p999_ms,
             r.max_ms,
-            r.errors
+            r.errors,
+            percent(r.host_busy_pct),
+            percent(r.host_steal_pct)
         );
     }
+}
+
+fn percent(share: Option<f64>) -> String {
+    share.map_or_else(|| "-".to_owned(), |share| format!("{share:.1}"))
 }
 
 #[tokio::main]
@@ -623,7 +662,14 @@ async fn main() -> anyhow::Result<()> {
     });
     let mut reports = Vec::new();
     for scenario in scenarios {
-        for report in bench.run(scenario).await? {
+        let before = host::CpuTimes::read();
+        let scenario_reports = bench.run(scenario).await?;
+        let load = before
+            .zip(host::CpuTimes::read())
+            .and_then(|(b, a)| b.load_until(&a));
+        for mut report in scenario_reports {
+            report.host_busy_pct = load.map(|load| load.busy_pct);
+            report.host_steal_pct = load.map(|load| load.steal_pct);
             if bench.args.json {
                 println!("{}", serde_json::to_string(&report)?);
             }
