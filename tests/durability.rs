@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -329,6 +330,85 @@ async fn whole_cluster_crash_keeps_acknowledged_messages() {
     crash_and_restart_all(&mut cluster).await;
     let received = drain(&cluster.clients(), queue, &ledger.acked).await;
     ledger.check_received(&received);
+}
+
+/// A data directory in the format before each group's last log index was recorded (format 2) is
+/// upgraded when a node of this build opens it, and nothing in it is lost. CI has no older build to
+/// write one, so the test makes it from each stopped node's directory, undoing exactly what format
+/// 3 added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_2_directories_are_upgraded_in_place_keeping_every_message() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let queue = "upgraded";
+    create(&mut cluster.client(1), queue).await;
+    let mut ledger = Ledger::default();
+    ledger.send(&cluster.clients(), queue, "a", 200).await;
+    ledger.assert_all_acked("before the upgrade");
+
+    // Killed, not stopped: the state machines' writes skip the WAL, so their replicas must replay
+    // the log up to its end, which the upgrade has to find.
+    for node in [1, 2, 3] {
+        cluster.kill(node);
+    }
+    for node in [1, 2, 3] {
+        let removed = rewrite_as_format_2(&cluster.data_dir(node).join("db"));
+        // The catalog and the queue's partitions.
+        assert!(
+            removed > PARTITIONS as usize,
+            "node {node} had recorded the end of only {removed} logs"
+        );
+    }
+    for node in [1, 2, 3] {
+        cluster.spawn(node);
+    }
+    for node in [1, 2, 3] {
+        cluster.wait_ready(node).await;
+        assert!(
+            cluster.log_text(node).contains("format 2 upgraded to 3"),
+            "node {node} did not log the upgrade"
+        );
+    }
+
+    // The logs go on from where they ended: new sends are committed, and everything is there.
+    ledger.send(&cluster.clients(), queue, "b", 50).await;
+    ledger.assert_all_acked("after the upgrade");
+    let received = drain(&cluster.clients(), queue, &ledger.acked).await;
+    ledger.check_received(&received);
+}
+
+/// Makes the format 3 database of a stopped node format 2: deletes the `raft` family's last log
+/// index keys (group (8) ++ `l`) and writes version 2 under its empty key. Returns how many
+/// indexes it deleted. The families are opened with default options, not the node's, so automatic
+/// compactions stay off; the node replays the write from the WAL with its own.
+fn rewrite_as_format_2(db_dir: &Path) -> usize {
+    let families =
+        rocksdb::DB::list_cf(&rocksdb::Options::default(), db_dir).expect("list the families");
+    let options = || {
+        let mut options = rocksdb::Options::default();
+        options.set_disable_auto_compactions(true);
+        options
+    };
+    let descriptors = families
+        .iter()
+        .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, options()));
+    let db = rocksdb::DB::open_cf_descriptors(&options(), db_dir, descriptors)
+        .expect("open a stopped node's database");
+    let raft = db.cf_handle("raft").expect("the raft family");
+    let last_index_keys: Vec<Box<[u8]>> = db
+        .iterator_cf(raft, rocksdb::IteratorMode::Start)
+        .map(|item| item.expect("read the raft family").0)
+        .filter(|key| key.len() == 9 && key[8] == b'l')
+        .collect();
+    let mut batch = rocksdb::WriteBatch::default();
+    for key in &last_index_keys {
+        batch.delete_cf(raft, key);
+    }
+    batch.put_cf(raft, b"", 2u32.to_be_bytes());
+    let mut sync = rocksdb::WriteOptions::default();
+    sync.set_sync(true);
+    db.write_opt(batch, &sync)
+        .expect("write the format 2 database");
+    last_index_keys.len()
 }
 
 /// State-machine writes skip the WAL, so a SIGKILL loses each node's unflushed state and rewinds it

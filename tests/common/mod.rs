@@ -17,7 +17,7 @@ use std::fs::OpenOptions;
 use std::future::Future;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -289,6 +289,11 @@ impl TestCluster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
         node.child = Some(cmd.spawn().expect("spawn the ferry binary"));
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> &Path {
+        &self.node(id).data_dir
     }
 
     /// The files in node `id`'s snapshot directory.
