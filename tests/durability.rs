@@ -358,11 +358,8 @@ async fn format_2_directories_are_upgraded_in_place_keeping_every_message() {
             "node {node} had recorded the end of only {removed} logs"
         );
     }
+    start_all(&mut cluster).await;
     for node in [1, 2, 3] {
-        cluster.spawn(node);
-    }
-    for node in [1, 2, 3] {
-        cluster.wait_ready(node).await;
         assert!(
             cluster.log_text(node).contains("format 2 upgraded to 3"),
             "node {node} did not log the upgrade"
@@ -523,6 +520,11 @@ async fn crash_and_restart_all(cluster: &mut TestCluster) {
     for node in [1, 2, 3] {
         cluster.kill(node);
     }
+    start_all(cluster).await;
+}
+
+/// Starts every stopped node, then waits until each is ready.
+async fn start_all(cluster: &mut TestCluster) {
     for node in [1, 2, 3] {
         cluster.spawn(node);
     }
