@@ -17,7 +17,8 @@ use common::{
 };
 use ferry_proto::v1::ferry_client::FerryClient;
 use ferry_proto::v1::{
-    CreateQueueRequest, DeleteMessageBatchEntry, DeleteMessageBatchRequest, SendMessageRequest,
+    CreateQueueRequest, DeleteMessageBatchEntry, DeleteMessageBatchRequest, SendMessageBatchEntry,
+    SendMessageBatchRequest, SendMessageRequest,
 };
 use tonic::transport::Channel;
 
@@ -330,6 +331,141 @@ async fn whole_cluster_crash_keeps_acknowledged_messages() {
     crash_and_restart_all(&mut cluster).await;
     let received = drain(&cluster.clients(), queue, &ledger.acked).await;
     ledger.check_received(&received);
+}
+
+/// A partition leader that restarts goes on in its term from the commit it last saved, which lags
+/// (it is saved with the next append): until it has applied the rest of its log, its state lacks
+/// what was acknowledged just before the crash. A FIFO queue's delete is judged on that state (is
+/// its handle's receive over?), so the restored leader, alone and unable to commit, must hold the
+/// delete until its state is current rather than refuse the handles of a receive it acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_receipts_from_before_a_whole_cluster_crash_delete_after_it() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let queue = "receipts.fifo";
+    let mut client = cluster.client(1);
+    client
+        .create_queue(CreateQueueRequest {
+            queue_name: queue.to_string(),
+            attributes: [("FifoQueue".to_string(), "true".to_string())].into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create {queue}: {e:?}"));
+    // The leader's node, started alone below, must know the queue to start its partition. A
+    // replica saves the commit it has applied to with its next append, so once every catalog
+    // replica applied the creation, one more catalog change appended everywhere saves it.
+    catalog_level(&cluster).await;
+    create(&mut client, "after-receipts").await;
+    catalog_level(&cluster).await;
+    let entries = (0..10)
+        .map(|i| SendMessageBatchEntry {
+            id: format!("e{i}"),
+            body: format!("m{i}"),
+            message_group_id: Some(format!("g{i}")),
+            message_deduplication_id: Some(format!("d{i}")),
+            ..Default::default()
+        })
+        .collect();
+    let sent = client
+        .send_message_batch(SendMessageBatchRequest {
+            queue_name: queue.to_string(),
+            entries,
+        })
+        .await
+        .expect("send batch")
+        .into_inner();
+    assert_eq!(sent.successful.len(), 10, "{sent:?}");
+    let mut handles = Vec::new();
+    wait_until(DRAIN_TIMEOUT, "all ten messages are received", async || {
+        let mut request = receive_request(queue, 10, 1);
+        request.visibility_timeout = Some(600);
+        let reply = client.receive_message(request).await.expect("receive");
+        handles.extend(
+            reply
+                .into_inner()
+                .messages
+                .into_iter()
+                .map(|m| m.receipt_handle),
+        );
+        handles.len() == 10
+    })
+    .await;
+    let group = cluster
+        .wait_for_queue_groups(queue, 1, CATCH_UP_TIMEOUT)
+        .await[0];
+    let leader = cluster.wait_for_leader(group, CATCH_UP_TIMEOUT).await;
+
+    for node in [1, 2, 3] {
+        cluster.kill(node);
+    }
+    cluster.spawn(leader);
+    wait_until(
+        CATCH_UP_TIMEOUT,
+        "the partition's leader is back in its term",
+        async || cluster.leader_of(group).await == Some(leader),
+    )
+    .await;
+    let mut at_leader = cluster.client(leader);
+    let entries = handles
+        .iter()
+        .enumerate()
+        .map(|(i, handle)| DeleteMessageBatchEntry {
+            id: format!("h{i}"),
+            receipt_handle: handle.clone(),
+        })
+        .collect();
+    let delete = tokio::spawn(async move {
+        at_leader
+            .delete_message_batch(DeleteMessageBatchRequest {
+                queue_name: queue.to_string(),
+                entries,
+            })
+            .await
+    });
+    // The followers come back; their acks let the leader commit and apply the rest of its log.
+    for node in [1, 2, 3].into_iter().filter(|&node| node != leader) {
+        cluster.spawn(node);
+    }
+    let deleted = within(DRAIN_TIMEOUT, "the delete", delete)
+        .await
+        .expect("delete task")
+        .expect("delete batch")
+        .into_inner();
+    assert!(
+        deleted.failed.is_empty(),
+        "handles of an acknowledged receive were refused: {:?}",
+        deleted.failed
+    );
+    assert_eq!(deleted.successful.len(), 10, "{deleted:?}");
+    for node in [1, 2, 3] {
+        cluster.wait_ready(node).await;
+    }
+    let left = cluster
+        .client(1)
+        .receive_message(receive_request(queue, 10, 1))
+        .await
+        .expect("receive after the deletes")
+        .into_inner()
+        .messages;
+    assert!(left.is_empty(), "deleted messages came back: {left:?}");
+}
+
+/// Waits until every node's catalog replica has applied as far as the others.
+async fn catalog_level(cluster: &TestCluster) {
+    wait_until(
+        CATCH_UP_TIMEOUT,
+        "the catalog replicas are level",
+        async || {
+            let mut applied = Vec::new();
+            for node in [1, 2, 3] {
+                let groups = cluster.try_groups(node).await.unwrap_or_default();
+                applied.push(groups.iter().find(|g| g.group == 0).map(|g| g.last_applied));
+            }
+            applied[0].flatten().is_some() && applied.iter().all(|a| *a == applied[0])
+        },
+    )
+    .await;
 }
 
 /// A data directory in the format before each group's last log index was recorded (format 2) is

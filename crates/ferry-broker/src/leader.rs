@@ -21,9 +21,9 @@ use crate::request::{ExecError, GroupReply, GroupRequest};
 
 /// How long a proposal may take before its outcome is reported unknown.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(8);
-/// How long a catalog read waits for its leader to apply the rest of its log; beyond it the read
-/// fails over as if this node did not lead.
-const CATALOG_LOG_APPLIED_WAIT: Duration = Duration::from_secs(5);
+/// How long a new or restarted leader's requests wait for it to apply the rest of its log; beyond
+/// it they fail over as if this node did not lead.
+pub(crate) const CURRENT_STATE_WAIT: Duration = Duration::from_secs(5);
 /// A merged round carries at most this many entries (messages, handles) or body bytes.
 const MAX_BATCH_MESSAGES: usize = 1_000;
 const MAX_BATCH_BYTES: usize = 8 << 20;
@@ -79,6 +79,11 @@ impl LocalLeader {
     ) -> Result<GroupReply, ExecError> {
         let handle = self.multi.group(group).ok_or(ExecError::NotHosted)?;
         ensure_leader(&handle)?;
+        // FIFO deletes, receives, counts and catalog reads are judged on this leader's applied
+        // state, which must hold everything acknowledged before (see `await_current_state`).
+        if !handle.await_current_state(CURRENT_STATE_WAIT).await {
+            return Err(ExecError::NotLeader(None));
+        }
         match request {
             GroupRequest::Propose(CommandBody::Queue(QueueCommand::Delete { handles }))
                 if self.is_fifo(handle.group) =>
@@ -299,21 +304,8 @@ impl LocalLeader {
             .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
             .await
             .map_err(|_| ExecError::NotLeader(None))?;
-        // A leader that restarts goes on in its term (openraft's leader restore) from the committed
-        // index it last saved, which lags: it is saved with the next append. The barrier then may
-        // not cover changes acknowledged just before the restart (a queue created, and not found
-        // after a crash of the cluster). They are all in this leader's log, so the read also waits
-        // until all of that is applied.
-        let last_log_index = {
-            use openraft::type_config::async_runtime::WatchReceiver;
-            handle.raft.metrics().borrow_watched().last_log_index
-        };
-        handle
-            .raft
-            .wait(Some(CATALOG_LOG_APPLIED_WAIT))
-            .applied_index_at_least(last_log_index, "catalog read")
-            .await
-            .map_err(|_| ExecError::NotLeader(None))?;
+        // The barrier alone may not cover changes acknowledged just before a restart of this
+        // leader (its saved commit lags), but `execute` has waited for this leader's whole log.
         Ok(self.multi.catalog().borrow().clone())
     }
 

@@ -1561,6 +1561,11 @@ impl Broker {
         partition: &Partition,
         handle: &ferry_raft::GroupHandle,
     ) -> Result<(), FerryError> {
+        // A state that lags this leader's log could list letters already moved, or messages
+        // deleted since; the next round looks again.
+        if !handle.await_current_state(leader::CURRENT_STATE_WAIT).await {
+            return Ok(());
+        }
         let state = self.multi.read_state(partition.group);
         let letters = ferry_queue::dead_letters(&state, DEAD_LETTERS_PER_ROUND)
             .map_err(|e| FerryError::internal(e.to_string()))?;

@@ -67,6 +67,9 @@ pub struct GroupHandle {
     /// holds while the quiet lasts, and the sweep does not read thousands of quiet groups' metrics
     /// twice a second (docs/benchmarks.md, thirtieth pass).
     quiet_view: Arc<std::sync::Mutex<Option<(u64, GroupView)>>>,
+    /// The term (plus one; 0: none) in which this replica, leading, was found to have applied
+    /// every entry its log held: see `await_current_state`.
+    current_in_term: Arc<AtomicU64>,
 }
 
 impl GroupHandle {
@@ -90,6 +93,39 @@ impl GroupHandle {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
         metrics.vote.is_committed() && metrics.vote.leader_id().node_id() == &metrics.id
+    }
+
+    /// Waits until this replica, if it leads, has applied every entry its log holds (at most
+    /// `within`; false if that passed first). A new leader's state lags its commit until it has
+    /// applied what its predecessor committed, and a leader restarted in its term (openraft's leader
+    /// restore) goes on from the commit it last saved, which lags too (it is saved with the next
+    /// append): either may lack writes already acknowledged. Everything acknowledged before this
+    /// leadership is in the leader's log, and everything acknowledged during it was applied here
+    /// first, so once per term is enough; after that the check is one look at the metrics.
+    pub async fn await_current_state(&self, within: Duration) -> bool {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        let (term, last_log_index) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            if metrics.current_leader != Some(metrics.id) {
+                // Not leading: whatever the caller reads next is a follower's view anyway.
+                return true;
+            }
+            (metrics.current_term, metrics.last_log_index)
+        };
+        if self.current_in_term.load(Ordering::Acquire) == term + 1 {
+            return true;
+        }
+        let applied = self
+            .raft
+            .wait(Some(within))
+            .applied_index_at_least(last_log_index, "the leader's log applied")
+            .await
+            .is_ok();
+        if applied {
+            self.current_in_term.fetch_max(term + 1, Ordering::AcqRel);
+        }
+        applied
     }
 
     /// Whether the group has stopped ticking because it is idle.
@@ -455,6 +491,7 @@ impl MultiRaft {
             log_bytes,
             log_bytes_at_snapshot: Arc::default(),
             quiet_view: Arc::default(),
+            current_in_term: Arc::default(),
         };
         self.groups
             .write()
