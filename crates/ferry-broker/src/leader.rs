@@ -239,8 +239,9 @@ impl LocalLeader {
     }
 
     /// A FIFO queue's delete: handles whose receive is over are answered `Expired`, the rest are
-    /// proposed. Decided here on the leader's applied state, so that applying a delete stays the
-    /// same on every replica whatever build it runs.
+    /// proposed, and those of them the delete found received again meanwhile are `Expired` too.
+    /// Decided here on the leader's applied state, so that applying a delete stays the same on
+    /// every replica whatever build it runs.
     async fn delete_fifo(
         self: &Arc<Self>,
         handle: &GroupHandle,
@@ -277,7 +278,7 @@ impl LocalLeader {
             .into_iter()
             .map(|expired| match expired {
                 true => Some(DeleteOutcome::Expired),
-                false => applied.next(),
+                false => applied.next().map(DeleteOutcome::on_fifo_queue),
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| {

@@ -226,9 +226,24 @@ pub enum DeleteOutcome {
     /// Already deleted, expired or purged.
     NotFound,
     /// On a FIFO queue, the receive the handle is from is over: the message is visible again, was
-    /// received since or waits to be dead-lettered. SQS refuses such a delete ("The receipt handle has expired"). Found by the partition
-    /// leader before it proposes ([`crate::receipt_expired`]), never by applying a command.
+    /// received since or waits to be dead-lettered. SQS refuses such a delete ("The receipt handle
+    /// has expired"). Found by the partition leader before it proposes
+    /// ([`crate::receipt_expired`]), or after, from what applying the delete found
+    /// ([`DeleteOutcome::on_fifo_queue`]); applying a command never answers it.
     Expired,
+}
+
+impl DeleteOutcome {
+    /// What an applied delete means on a FIFO queue. A handle that was current when the leader
+    /// checked it and stale when the delete applied was received again in between (its receive
+    /// ended meanwhile): as SQS, the FIFO queue refuses it rather than answer success for a message
+    /// another consumer now holds.
+    pub fn on_fifo_queue(self) -> Self {
+        match self {
+            Self::StaleHandle => Self::Expired,
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +348,13 @@ mod tests {
             dead_letter_source: None,
             fair_group: fair_group.map(Into::into),
         }
+    }
+
+    #[test]
+    fn a_fifo_queue_refuses_what_applying_found_stale_and_nothing_else() {
+        use DeleteOutcome::*;
+        let on_fifo = [Deleted, StaleHandle, NotFound, Expired].map(DeleteOutcome::on_fifo_queue);
+        assert_eq!(on_fifo, [Deleted, Expired, NotFound, Expired]);
     }
 
     #[test]
