@@ -665,6 +665,9 @@ async fn fifo_deletes_with_expired_receipt_handles_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_reach_the_dead_letter_queue() {
     let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    // The standard queue's message carries a fair-queue group, kept only once the nodes know
+    // each other's builds.
+    common::wait_until_peers_heard(&cluster).await;
     let mut client = cluster.client(1);
     for (dlq, source, fifo) in [("dead", "work", false), ("dead.fifo", "work.fifo", true)] {
         let fifo_attribute: &[(&str, &str)] = if fifo { &[("FifoQueue", "true")] } else { &[] };

@@ -42,6 +42,7 @@ async fn sqs_endpoint_speaks_both_wire_protocols() {
     query_errors(addr).await;
     every_other_action_over_query(addr).await;
     fifo_parameters_reach_the_queue(addr).await;
+    common::wait_until_peers_heard(&cluster).await;
     fair_queue_groups_come_back(addr).await;
     batch_and_queue_type_errors(addr).await;
     oversized_requests_and_reflected_hosts(addr).await;

@@ -565,6 +565,23 @@ pub async fn scrape_all(cluster: &TestCluster) -> Vec<String> {
     scrapes
 }
 
+/// Waits until every node has heard from every other (`ferry_cluster_peers_heard`): until then a
+/// node cannot tell that a peer decodes fair-queue groups, and stores sends without them.
+pub async fn wait_until_peers_heard(cluster: &TestCluster) {
+    let others = format!("ferry_cluster_peers_heard {}", cluster.node_ids().len() - 1);
+    wait_until(
+        STARTUP_TIMEOUT,
+        "every node heard from the others",
+        async || {
+            scrape_all(cluster)
+                .await
+                .iter()
+                .all(|text| text.lines().any(|line| line == others))
+        },
+    )
+    .await;
+}
+
 /// The samples, over the scrapes, of metric `name` labelled with `queue` (and `state`).
 pub fn queue_samples(scrapes: &[String], name: &str, queue: &str, state: Option<&str>) -> Vec<f64> {
     let queue_label = format!("queue=\"{queue}\"");

@@ -793,6 +793,12 @@ impl MultiRaft {
             quiet_groups += usize::from(handle.is_quiet());
         }
         metrics::gauge!("ferry_raft_quiet_groups").set(quiet_groups as f64);
+        let peers_heard = self
+            .members
+            .keys()
+            .filter(|&&node| node != self.node_id && self.hears(node, now))
+            .count();
+        metrics::gauge!("ferry_cluster_peers_heard").set(peers_heard as f64);
         health.report();
     }
 
