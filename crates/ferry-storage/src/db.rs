@@ -476,6 +476,24 @@ mod tests {
         assert_eq!(db.groups_on_disk().unwrap(), vec![group]);
     }
 
+    /// RocksDB writes which CRC32C it chose into its LOG at open; the build script links one built
+    /// for this CPU in place of the system library's portable one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn checksums_use_the_cpu_crc32c_instruction() {
+        if !std::arch::is_x86_feature_detected!("sse4.2") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        NodeDb::open(dir.path()).unwrap().close();
+        let log = std::fs::read_to_string(dir.path().join("db/LOG")).unwrap();
+        let chosen = log
+            .lines()
+            .find_map(|line| line.split_once("Fast CRC32 supported: "))
+            .map(|(_, chosen)| chosen);
+        assert_eq!(chosen, Some("Supported on x86"));
+    }
+
     #[test]
     fn memtables_fill_with_writes_and_empty_with_a_state_flush() {
         let dir = tempfile::tempdir().unwrap();
