@@ -9,8 +9,8 @@
 //! same functions: a mismatch fails the link, it cannot mix them). The compiled code still checks
 //! the CPU at start-up (cpuid) and falls back to the table on CPUs without SSE4.2.
 //!
-//! Without `ROCKSDB_LIB_DIR`, `librocksdb-sys` builds RocksDB itself, for this CPU already: nothing
-//! to do then, and on targets other than x86-64 neither.
+//! Without `ROCKSDB_LIB_DIR`, `librocksdb-sys` builds RocksDB itself, with its own CRC32C (built for
+//! SSE4.2 when the target enables it): nothing to do then, and on targets other than x86-64 neither.
 
 use std::{env, path::PathBuf};
 
