@@ -1353,7 +1353,7 @@ fn read_meta<S: StateStore + ?Sized>(store: &S) -> Result<Meta, StoreError> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(value).map_err(|e| StoreError(format!("encode: {e}")))
+    ferry_types::encode_exact(value).map_err(|e| StoreError(format!("encode: {e}")))
 }
 
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {

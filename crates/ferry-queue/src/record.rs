@@ -50,11 +50,11 @@ pub(crate) struct MessageContent {
 /// it has one. Contents written before fair groups existed end after the first part, and nodes
 /// that predate them read the first part and ignore the rest.
 pub(crate) fn encode_content(content: &MessageContent) -> Result<Vec<u8>, postcard::Error> {
-    let mut bytes = postcard::to_stdvec(content)?;
-    if let Some(group) = &content.fair_group {
-        bytes.extend(postcard::to_stdvec(group)?);
+    match &content.fair_group {
+        None => ferry_types::encode_exact(content),
+        // postcard writes a tuple as its fields one after the other.
+        Some(group) => ferry_types::encode_exact(&(content, group)),
     }
-    Ok(bytes)
 }
 
 /// Reads what [`encode_content`] wrote.

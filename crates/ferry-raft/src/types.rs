@@ -96,7 +96,7 @@ pub struct SnapshotRecord {
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, std::io::Error> {
-    postcard::to_allocvec(value)
+    ferry_types::encode_exact(value)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 

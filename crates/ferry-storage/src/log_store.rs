@@ -213,7 +213,7 @@ fn decode_meta<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<
 }
 
 fn encode_entry<C: RaftTypeConfig>(entry: &EntryOf<C>) -> Result<Vec<u8>, StorageError> {
-    postcard::to_allocvec(entry).map_err(|source| StorageError::Encode {
+    ferry_types::encode_exact(entry).map_err(|source| StorageError::Encode {
         what: "log entry",
         source,
     })

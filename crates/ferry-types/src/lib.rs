@@ -1,15 +1,17 @@
 //! Domain types shared by every Ferry crate: identifiers, the closed [`ErrorCode`] set, queue names,
-//! receipt handles and SQS digests.
+//! receipt handles, SQS digests, and the exact-size postcard encoding the storage and Raft layers share.
 //!
 //! Rule: this crate does no IO and depends on no other Ferry crate.
 
 mod digest;
+mod encoding;
 mod error;
 mod ids;
 mod queue_name;
 mod receipt;
 
 pub use digest::{md5_hex, md5_of_message_attributes};
+pub use encoding::encode_exact;
 pub use error::{ErrorCode, FerryError};
 pub use ids::{GroupId, NodeId, CATALOG_GROUP};
 pub use queue_name::QueueName;
