@@ -1,7 +1,7 @@
 /// Encodes `value` with postcard into a vector allocated once at its exact size. `postcard::to_allocvec`
 /// starts empty and doubles as it goes: a value holding message bodies (a log entry, a message's
 /// contents) was reallocated a dozen times and copied once more in all, which under batched sends
-/// cost about 1.3% of a node's samples (docs/benchmarks.md, thirty-fourth pass). Measuring first
+/// cost 1–2% of the nodes' CPU (docs/benchmarks.md, thirty-fourth pass). Measuring first
 /// walks the value without copying anything.
 pub fn encode_exact<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
     let mut bytes = vec![0; postcard::experimental::serialized_size(value)?];
