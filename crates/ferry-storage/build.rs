@@ -1,7 +1,7 @@
 //! Builds RocksDB's CRC32C for this CPU when the node links the system's RocksDB.
 //!
 //! Debian's `librocksdb.a` (see `.cargo/config.toml`) is built portable: its CRC32C, which checksums
-//! every WAL record and block, is the table-driven software one, about 7% of a node's CPU under
+//! every WAL and blob-file record, is the table-driven software one, about 7% of a node's CPU under
 //! batched sends (docs/benchmarks.md, thirty-fourth pass). Building all of RocksDB for the CPU costs
 //! 20+ minutes on two cores; this compiles only its `util/crc32c.cc`, from the sources the
 //! `librocksdb-sys` crate carries, with SSE4.2 and carry-less multiply enabled, and links it whole
