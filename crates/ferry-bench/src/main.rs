@@ -8,7 +8,7 @@ mod client;
 mod host;
 mod peers;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -136,6 +136,27 @@ struct Report {
     host_steal_pct: Option<f64>,
 }
 
+/// The queues of a run, taken in turn by every call of every worker, so that all of them carry
+/// load however many workers there are.
+struct QueueTurns {
+    queues: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl QueueTurns {
+    fn new(queues: &[String]) -> Arc<Self> {
+        Arc::new(Self {
+            queues: queues.to_vec(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn next(&self) -> &str {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.queues[turn % self.queues.len()]
+    }
+}
+
 /// Shared counters of one scenario's workers.
 struct Tally {
     messages: AtomicU64,
@@ -226,7 +247,7 @@ impl Bench {
         let count = if scenario == Scenario::Fifo {
             1
         } else {
-            self.args.queues
+            self.args.queues.max(1)
         };
         let mut names = Vec::new();
         for index in 0..count {
@@ -288,14 +309,16 @@ impl Bench {
         group_count: Option<usize>,
     ) -> Arc<Tally> {
         let tally = Tally::new();
+        let queues = QueueTurns::new(queues);
         let mut workers = Vec::new();
         for worker in 0..self.args.concurrency {
             let bench = self.clone();
             let tally = tally.clone();
-            let queue = queues[worker % queues.len()].clone();
+            let queues = queues.clone();
             workers.push(tokio::spawn(async move {
                 let mut sequence = 0u64;
                 while Instant::now() < deadline && tally.messages.load(Ordering::Relaxed) < limit {
+                    let queue = queues.next();
                     let bodies: Vec<String> = (0..bench.args.batch)
                         .map(|_| {
                             sequence += 1;
@@ -308,7 +331,7 @@ impl Bench {
                     let started = Instant::now();
                     match bench
                         .client
-                        .send(worker, &queue, &bodies, group.as_deref())
+                        .send(worker, queue, &bodies, group.as_deref())
                         .await
                     {
                         Ok(()) => {
@@ -342,17 +365,19 @@ impl Bench {
         workers: usize,
     ) -> Arc<Tally> {
         let tally = Tally::new();
+        let queues = QueueTurns::new(queues);
         let mut tasks = Vec::new();
         for worker in 0..workers {
             let bench = self.clone();
             let tally = tally.clone();
             let limit = limit.clone();
-            let queue = queues[worker % queues.len()].clone();
+            let queues = queues.clone();
             tasks.push(tokio::spawn(async move {
                 while Instant::now() < deadline
                     && tally.messages.load(Ordering::Relaxed) < limit.load(Ordering::Relaxed)
                 {
-                    match bench.client.receive(worker, &queue, 10, 1).await {
+                    let queue = queues.next();
+                    match bench.client.receive(worker, queue, 10, 1).await {
                         Ok(messages) => {
                             let now = now_micros();
                             for message in &messages {
@@ -364,7 +389,7 @@ impl Bench {
                                 .messages
                                 .fetch_add(messages.len() as u64, Ordering::Relaxed);
                             let handles = messages.into_iter().map(|m| m.receipt_handle).collect();
-                            if let Err(error) = bench.client.delete(worker, &queue, handles).await {
+                            if let Err(error) = bench.client.delete(worker, queue, handles).await {
                                 if tally.errors.fetch_add(1, Ordering::Relaxed) < 3 {
                                     eprintln!("delete error: {error:#}");
                                 }
@@ -678,4 +703,18 @@ async fn main() -> anyhow::Result<()> {
     }
     print_table(&reports);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_turns_reach_every_queue_however_few_workers() {
+        let names: Vec<String> = (0..1_000).map(|i| format!("q{i}")).collect();
+        let turns = QueueTurns::new(&names);
+        let taken: std::collections::HashSet<&str> = (0..1_000).map(|_| turns.next()).collect();
+        assert_eq!(taken.len(), 1_000);
+        assert_eq!(turns.next(), "q0", "the turns wrap around");
+    }
 }
